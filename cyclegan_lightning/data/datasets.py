@@ -1,0 +1,93 @@
+"""Datasets over lists of image files: unpaired A/B pairs for training, one domain for validation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from cyclegan_lightning.data.images import ImageLoadError, load_image
+
+log = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("skip", "fail")
+MAX_CONSECUTIVE_BAD = 20  # with policy "skip", give up when this many files in a row cannot be read
+
+
+class _ImageReader:
+    """Reads files of one domain, applying the bad-image policy: ``skip`` moves on to the next file."""
+
+    def __init__(self, files: Sequence[Path], transform: Callable, channels: int, on_bad_image: str):
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        self.files = [str(f) for f in files]  # strings pickle cheaply into workers
+        self.transform, self.channels, self.on_bad_image = transform, channels, on_bad_image
+        self.bad: set[str] = set()  # files found bad in this process (each worker has its own)
+
+    def read(self, index: int) -> tuple[torch.Tensor, str, int]:
+        """(image, path, number of bad files skipped to get it)."""
+        for skipped in range(MAX_CONSECUTIVE_BAD + 1):
+            path = self.files[(index + skipped) % len(self.files)]
+            try:
+                return self.transform(load_image(path, self.channels).image), path, skipped
+            except ImageLoadError as exc:
+                if self.on_bad_image == "fail":
+                    raise
+                if path not in self.bad:
+                    self.bad.add(path)
+                    log.warning("skipping unreadable image (data.on_bad_image=skip): %s", exc)
+        raise ImageLoadError(path, f"{MAX_CONSECUTIVE_BAD} files in a row could not be read; check the data folder")
+
+
+class UnpairedImageDataset(Dataset):
+    """One epoch = max(|A|, |B|) samples; A by index (wrapping), B at random or, with ``serial_b``, by index.
+
+    Each sample is ``{"a", "b", "path_a", "path_b", "skipped"}``; ``skipped`` counts unreadable files passed over
+    so the training loop can log how many were skipped.
+    """
+
+    def __init__(
+        self,
+        files_a: Sequence[Path],
+        files_b: Sequence[Path],
+        transform_a: Callable,
+        transform_b: Callable,
+        channels_a: int = 3,
+        channels_b: int = 3,
+        serial_b: bool = False,
+        on_bad_image: str = "skip",
+    ):
+        if not files_a or not files_b:
+            raise ValueError("both domains need at least one file")
+        self.reader_a = _ImageReader(files_a, transform_a, channels_a, on_bad_image)
+        self.reader_b = _ImageReader(files_b, transform_b, channels_b, on_bad_image)
+        self.serial_b = serial_b
+
+    def __len__(self) -> int:
+        return max(len(self.reader_a.files), len(self.reader_b.files))
+
+    def __getitem__(self, index: int) -> dict:
+        n_b = len(self.reader_b.files)
+        index_b = index % n_b if self.serial_b else int(torch.randint(n_b, ()).item())
+        a, path_a, skipped_a = self.reader_a.read(index % len(self.reader_a.files))
+        b, path_b, skipped_b = self.reader_b.read(index_b)
+        return {"a": a, "b": b, "path_a": path_a, "path_b": path_b, "skipped": skipped_a + skipped_b}
+
+
+class SingleDomainDataset(Dataset):
+    """Images of one domain in a fixed order (validation, prediction): ``{"image", "path", "skipped"}``."""
+
+    def __init__(self, files: Sequence[Path], transform: Callable, channels: int = 3, on_bad_image: str = "skip"):
+        if not files:
+            raise ValueError("need at least one file")
+        self.reader = _ImageReader(files, transform, channels, on_bad_image)
+
+    def __len__(self) -> int:
+        return len(self.reader.files)
+
+    def __getitem__(self, index: int) -> dict:
+        image, path, skipped = self.reader.read(index)
+        return {"image": image, "path": path, "skipped": skipped}

@@ -1,0 +1,172 @@
+"""Reading one image file into a float tensor, whatever the file's mode, with errors that name the file.
+
+Every path that reads images (training, validation, prediction) goes through ``load_image`` so they all treat
+odd files the same way:
+
+- EXIF orientation is applied (portrait photos come out upright); animated GIF/WebP give their first frame;
+- grayscale becomes RGB (or stays 1-channel for 1-channel domains), RGB becomes grayscale for 1-channel domains;
+- palette, CMYK, LA and RGBA images are converted; transparency is composited over white (``alpha`` is returned
+  separately so prediction can carry it over to its output);
+- 16-bit and float images keep their precision (scaled to [0, 1] from their own range, not clipped to 8 bits);
+- files over ``MAX_IMAGE_PIXELS`` (decompression bombs) are refused before being decoded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cyclegan_lightning.errors import DataError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_IMAGE_PIXELS = 16384 * 16384  # refuse larger images (decompression bombs); raise it for huge scans
+
+
+class ImageLoadError(DataError):
+    """One file could not be read as an image."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}. Fix or remove this file.")
+
+
+@dataclass
+class LoadedImage:
+    """An image as a float tensor in [0, 1] of shape (C, H, W), plus its alpha (1, H, W) if it had one."""
+
+    image: torch.Tensor
+    alpha: torch.Tensor | None = None
+
+
+def _to_float_array(img: Image.Image) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1], preserving 16-bit and float precision."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return (np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0)[..., None]
+    if img.mode == "I":  # 32-bit int; PNG stores 16-bit grayscale as this
+        arr = np.asarray(img, dtype=np.int64).astype(np.float32)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0)[..., None]
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("float image holds NaN or Inf values")
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:  # not already in [0, 1]: stretch its own range
+            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return arr[..., None]
+    arr = np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0
+    return arr if arr.ndim == 3 else arr[..., None]
+
+
+def _normalise_mode(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Convert any PIL mode to L, RGB or a high-precision single channel, splitting off transparency."""
+    alpha = None
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    elif img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA") if img.mode != "LA" else img
+        alpha = img.getchannel("A")
+        base = img.convert("RGB") if img.mode == "RGBA" else img.convert("L")
+        white = Image.new(base.mode, base.size, 255 if base.mode == "L" else (255, 255, 255))
+        img = Image.composite(base, white, alpha)
+    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1"):
+        img = img.convert("RGB") if img.mode != "1" else img.convert("L")
+    elif img.mode not in ("L", "RGB", "I", "F") and not img.mode.startswith("I;16"):
+        img = img.convert("RGB")
+    return img, alpha
+
+
+def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
+    """Decode ``path`` fully into a ``LoadedImage`` with ``channels`` (1 or 3) channels.
+
+    Raises ``ImageLoadError`` naming the file for anything unreadable: missing, empty, truncated, corrupt,
+    not an image, or larger than ``MAX_IMAGE_PIXELS``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageLoadError(path, "the file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+            with Image.open(path) as img:
+                img.seek(0)  # first frame of animations
+                img = ImageOps.exif_transpose(img) or img
+                img.load()
+                img, alpha = _normalise_mode(img)
+                arr = _to_float_array(img)
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(path, "no such file") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file of a format Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(
+            path, f"too many pixels ({exc}); cyclegan_lightning.data.images.MAX_IMAGE_PIXELS is the limit"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
+        raise ImageLoadError(path, f"corrupt or truncated ({exc})") from None
+
+    tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    if channels == 3 and tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif channels == 1 and tensor.shape[0] == 3:  # ITU-R 601-2 luma, as PIL's convert("L")
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        tensor = (tensor * weights).sum(0, keepdim=True)
+    alpha_t = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None] if alpha is not None else None
+    return LoadedImage(tensor.contiguous(), alpha_t)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header alone, checking the file opens as an image; cheap pre-flight check."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageLoadError(path, "the file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+            with Image.open(path) as img:
+                size = img.size
+                w, h = (size[1], size[0]) if _exif_rotates(img) else size
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file of a format Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(path, f"too many pixels ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(path, f"unreadable header ({exc})") from None
+    if w < 1 or h < 1:
+        raise ImageLoadError(path, f"zero-sized image {w}x{h}")
+    return w, h
+
+
+def _exif_rotates(img: Image.Image) -> bool:
+    try:
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap width and height
+    except Exception:  # a broken EXIF block is ignored, as exif_transpose does
+        return False
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted; follows no symlinked directories (no loops)."""
+    folder = Path(folder)
+    found = []
+    for entry in sorted(folder.rglob("*")):
+        if entry.suffix.lower() in IMG_EXTENSIONS and entry.is_file():
+            found.append(entry)
+    return found

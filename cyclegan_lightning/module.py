@@ -1,0 +1,230 @@
+"""CycleGAN (Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks",
+ICCV 2017) as a LightningModule with manual optimization.
+
+Networks are named by what they do; the table maps them to the paper and the reference implementation, whose
+checkpoints users already have:
+
+=============  ===========================  =====  =========
+here           role                         paper  reference
+=============  ===========================  =====  =========
+``gen_a2b``    translates A to B            G      netG_A
+``gen_b2a``    translates B to A            F      netG_B
+``disc_a``     judges real vs fake A        D_X    netD_B
+``disc_b``     judges real vs fake B        D_Y    netD_A
+=============  ===========================  =====  =========
+
+One training step follows the reference exactly: one forward of both cycles, the generator step with the
+discriminators frozen, then the discriminator step on pooled, detached fakes made before the generator step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric
+
+from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.image_pool import ImagePool
+from cyclegan_lightning.losses import GANLoss, gradient_penalty
+from cyclegan_lightning.networks import init_weights
+from cyclegan_lightning.schedulers import build_scheduler
+
+DIRECTIONS = ("a2b", "b2a")
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+
+
+class CycleGAN(LightningModule):
+    """Two generators, two discriminators, adversarial + cycle + identity losses, image pools, per-epoch LR decay.
+
+    ``generator`` and ``discriminator`` are plain dicts with a ``_target_`` (a network class) and its keyword
+    arguments, as in ``conf/model/generator/*.yaml``; channel counts come from ``channels_a``/``channels_b``.
+    Every hyperparameter is a plain value, so checkpoints load with torch's default ``weights_only=True``.
+    """
+
+    def __init__(
+        self,
+        generator: dict,  # {_target_: network class, **kwargs}, built twice (A->B, B->A)
+        discriminator: dict,  # {_target_: network class, **kwargs}, built twice (judges A, judges B)
+        channels_a: int = 3,  # image channels of domain A (1 or 3)
+        channels_b: int = 3,
+        gan_mode: str = "lsgan",  # lsgan | vanilla | wgangp
+        lambda_cycle: float = 10.0,  # weight of both cycle losses unless set per domain below
+        lambda_cycle_a: float | None = None,  # weight of A -> B -> A (reference lambda_A)
+        lambda_cycle_b: float | None = None,  # weight of B -> A -> B (reference lambda_B)
+        lambda_identity: float = 0.5,  # relative: identity weight = lambda_identity * lambda_cycle of that domain
+        lambda_gp: float = 10.0,  # gradient-penalty weight, used with gan_mode=wgangp only
+        pool_size: int = 50,  # fakes stored per domain for the discriminators; 0 disables
+        lr: float = 2e-4,  # initial learning rate of both optimizers
+        betas: tuple[float, float] = (0.5, 0.999),  # Adam betas
+        lr_policy: str = "linear",  # linear | step | cosine, stepped once per epoch
+        n_epochs: int = 100,  # epochs at the initial LR (linear policy)
+        n_epochs_decay: int = 100,  # epochs of linear decay to zero that follow
+        lr_step_epochs: int = 50,  # step policy: multiply by lr_gamma every this many epochs
+        lr_gamma: float = 0.1,
+        init_type: str = "normal",  # normal | xavier | kaiming | orthogonal
+        init_gain: float = 0.02,
+        gradient_clip_val: float | None = None,  # clip each optimizer's gradient norm (after AMP unscaling)
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if lambda_identity > 0 and channels_a != channels_b:
+            raise ConfigError(
+                f"identity loss needs equal channels in both domains (got A={channels_a}, B={channels_b}); "
+                "set model.lambda_identity=0"
+            )
+        self.gen_a2b = self._build(generator, channels_a, channels_b, "input_nc", "output_nc")
+        self.gen_b2a = self._build(generator, channels_b, channels_a, "input_nc", "output_nc")
+        self.disc_a = self._build(discriminator, channels_a)
+        self.disc_b = self._build(discriminator, channels_b)
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_a = lambda_cycle if lambda_cycle_a is None else lambda_cycle_a
+        self.lambda_b = lambda_cycle if lambda_cycle_b is None else lambda_cycle_b
+        self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
+        self.val_cycle = nn.ModuleDict({"a": MeanMetric(), "b": MeanMetric()})
+
+    def _build(self, spec: dict, in_channels: int, out_channels: int | None = None, *names: str) -> nn.Module:
+        if not isinstance(spec, dict) or "_target_" not in spec:
+            raise ConfigError(f"network spec needs a _target_ (a network class), got {spec!r}")
+        kwargs = {"input_nc": in_channels} if out_channels is None else {names[0]: in_channels, names[1]: out_channels}
+        net = hydra.utils.instantiate(spec, **kwargs)
+        return init_weights(net, self.hparams.init_type, self.hparams.init_gain)
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        """Translate a batch in [-1, 1] of any size; the output has exactly the input's height and width."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        gen = self.gen_a2b if direction == "a2b" else self.gen_b2a
+        h, w = x.shape[-2:]
+        m = getattr(gen, "size_multiple", 1)
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        return gen(x)[..., :h, :w]
+
+    # ---- losses (pure: no optimizer, unit-testable) --------------------------------------------------------------
+    def generator_losses(self, real_a, real_b, fake_a, fake_b, rec_a, rec_b) -> dict[str, torch.Tensor]:
+        """Adversarial, cycle and identity losses of both generators, and their weighted sum ``total``."""
+        losses = {
+            "gan_a2b": self.gan_loss(self.disc_b(fake_b), True),
+            "gan_b2a": self.gan_loss(self.disc_a(fake_a), True),
+            "cycle_a": F.l1_loss(rec_a, real_a) * self.lambda_a,
+            "cycle_b": F.l1_loss(rec_b, real_b) * self.lambda_b,
+        }
+        lambda_idt = self.hparams.lambda_identity
+        if lambda_idt > 0:  # a generator fed an image of its own output domain should leave it unchanged
+            losses["idt_a"] = F.l1_loss(self.gen_b2a(real_a), real_a) * self.lambda_a * lambda_idt
+            losses["idt_b"] = F.l1_loss(self.gen_a2b(real_b), real_b) * self.lambda_b * lambda_idt
+        losses["total"] = sum(losses.values())
+        return losses
+
+    def discriminator_losses(self, real_a, real_b, fake_a, fake_b) -> dict[str, torch.Tensor]:
+        """Each discriminator: 0.5 * (real -> 1, fake -> 0) [+ gradient penalty], on detached fakes."""
+        losses = {}
+        for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
+            fake = fake.detach()
+            loss = 0.5 * (self.gan_loss(disc(real), True) + self.gan_loss(disc(fake), False))
+            if self.hparams.gan_mode == "wgangp":
+                with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
+                    gp = gradient_penalty(disc, real.float(), fake.float())
+                losses[f"gp_{name}"] = gp
+                loss = loss + self.hparams.lambda_gp * gp
+            losses[name] = loss
+        losses["total"] = losses["a"] + losses["b"]
+        return losses
+
+    # ---- training ------------------------------------------------------------------------------------------------
+    def _set_discriminators_trainable(self, trainable: bool) -> None:
+        for p in itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()):
+            p.requires_grad_(trainable)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real_a, real_b = batch["a"], batch["b"]
+        fake_b = self.gen_a2b(real_a)
+        rec_a = self.gen_b2a(fake_b)
+        fake_a = self.gen_b2a(real_b)
+        rec_b = self.gen_a2b(fake_a)
+
+        self._set_discriminators_trainable(False)  # gradients flow through D to G, but D is not updated
+        g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_losses["total"])
+        opt_g.step()
+        self._set_discriminators_trainable(True)
+
+        d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_losses["total"])
+        opt_d.step()
+
+        logged = {f"train/g/{k}": v.detach() for k, v in g_losses.items()}
+        logged |= {f"train/d/{k}": v.detach() for k, v in d_losses.items()}
+        self.log_dict(logged, batch_size=real_a.shape[0])
+        self.log_dict(
+            {"g": g_losses["total"].detach(), "d": d_losses["total"].detach()},
+            prog_bar=True, logger=False, batch_size=real_a.shape[0],
+        )  # fmt: skip
+        if "skipped" in batch:
+            skipped = batch["skipped"].float().sum()
+            self.log("data/skipped_images", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # runs after AMP unscaling, so the clip threshold applies to true gradients
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+
+    def on_train_epoch_end(self) -> None:
+        opt_g, _ = self.optimizers()
+        self.log("train/lr", opt_g.param_groups[0]["lr"])  # the LR this epoch used
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+    # ---- validation ----------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Cycle-reconstruction L1 per image of domain A (loader 0) or B (loader 1); never touches the pools."""
+        domain = "ab"[dataloader_idx]
+        real = batch["image"]
+        there, back = ("a2b", "b2a") if domain == "a" else ("b2a", "a2b")
+        rec = self(self(real, there), back)
+        self.val_cycle[domain].update((rec.float() - real.float()).abs().flatten(1).mean(1))
+
+    def on_validation_epoch_end(self) -> None:
+        cycle = {d: self.val_cycle[d].compute() for d in ("a", "b")}
+        for metric in self.val_cycle.values():
+            metric.reset()
+        self.log_dict({"val/cycle_a": cycle["a"], "val/cycle_b": cycle["b"]})
+        self.log("val/cycle", (cycle["a"] + cycle["b"]) / 2, prog_bar=True)
+
+    # ---- optimizers and checkpoints --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.Adam(
+            itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters()), lr=hp.lr, betas=tuple(hp.betas)
+        )
+        opt_d = torch.optim.Adam(
+            itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()), lr=hp.lr, betas=tuple(hp.betas)
+        )
+        schedulers = [
+            build_scheduler(opt, hp.lr_policy, hp.n_epochs, hp.n_epochs_decay, hp.lr_step_epochs, hp.lr_gamma)
+            for opt in (opt_g, opt_d)
+        ]
+        return [opt_g, opt_d], schedulers
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cyclegan_lightning"] = {"format": CHECKPOINT_FORMAT}
+        checkpoint["image_pools"] = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        pools = checkpoint.get("image_pools")
+        if pools:
+            self.pool_a.load_state_dict(pools["a"])
+            self.pool_b.load_state_dict(pools["b"])

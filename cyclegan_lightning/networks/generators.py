@@ -1,0 +1,169 @@
+"""Generators of CycleGAN (Zhu et al., ICCV 2017): the ResNet generator of Johnson et al. and the U-Net of pix2pix.
+
+Module layout (a single ``nn.Sequential`` named ``model``; the U-Net's nested skip blocks) is kept identical to the
+reference implementation, so its ``latest_net_G*.pth`` state dicts load here with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import conv_bias, norm_layer
+
+PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d}
+
+
+class ResnetBlock(nn.Module):
+    """x + conv-norm-relu-[dropout]-conv-norm(x), with explicit padding so ``conv_block`` indices match the reference."""
+
+    def __init__(self, dim: int, padding_type: str, norm: str, use_dropout: bool):
+        super().__init__()
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        layers: list[nn.Module] = []
+        for second in (False, True):
+            pad = 0
+            if padding_type in PADDINGS:
+                layers.append(PADDINGS[padding_type](1))
+            elif padding_type == "zero":
+                pad = 1
+            else:
+                raise ValueError(f"padding_type must be reflect, replicate or zero, got {padding_type!r}")
+            layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=pad, bias=bias), make_norm(dim)]
+            if not second:
+                layers.append(nn.ReLU(True))
+                if use_dropout:
+                    layers.append(nn.Dropout(0.5))
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Stem (7x7), two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, 7x7 + tanh.
+
+    Any input size works; the output side is ``4 * ceil(side / 4)`` (crop back to the input size for odd sizes).
+    """
+
+    size_multiple = 4  # inputs whose sides are multiples of this come back at exactly the same size
+
+    def __init__(
+        self,
+        input_nc: int = 3,  # channels of the input domain (1 grayscale, 3 RGB)
+        output_nc: int = 3,  # channels of the output domain
+        ngf: int = 64,  # filters in the first conv layer; doubled at each downsampling
+        n_blocks: int = 9,  # residual blocks: 9 for 256x256 training, 6 for 128x128
+        norm: str = "instance",  # instance | batch | none
+        use_dropout: bool = False,  # dropout 0.5 inside each residual block
+        padding_type: str = "reflect",  # reflect | replicate | zero, inside residual blocks
+    ):
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=bias),
+            make_norm(ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(2):  # downsample
+            mult = 2**i
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                make_norm(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        layers += [ResnetBlock(ngf * 4, padding_type, norm, use_dropout) for _ in range(n_blocks)]
+        for i in range(2):  # upsample
+            mult = 2 ** (2 - i)
+            layers += [
+                nn.ConvTranspose2d(
+                    ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                make_norm(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One level of the U-Net: down, the inner levels, up, concatenated with the input (except the outermost)."""
+
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        input_nc: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "batch",
+        use_dropout: bool = False,
+    ):
+        super().__init__()
+        self.outermost = outermost
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        input_nc = outer_nc if input_nc is None else input_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
+        if outermost:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
+        elif innermost:
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [downrelu, downconv, uprelu, upconv, make_norm(outer_nc)]
+        else:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [downrelu, downconv, make_norm(inner_nc), submodule, uprelu, upconv, make_norm(outer_nc)]
+            if use_dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix U-Net with ``num_downs`` halvings: 7 for ``unet_128``, 8 for ``unet_256``.
+
+    Input sides must be multiples of ``2 ** num_downs``.
+    """
+
+    def __init__(
+        self,
+        input_nc: int = 3,  # channels of the input domain
+        output_nc: int = 3,  # channels of the output domain
+        num_downs: int = 8,  # 7 for 128x128 inputs, 8 for 256x256
+        ngf: int = 64,  # filters in the outermost conv layer
+        norm: str = "batch",  # instance | batch | none
+        use_dropout: bool = False,  # dropout 0.5 in the inner levels
+    ):
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be >= 5, got {num_downs}")
+        self.size_multiple = 2**num_downs
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
+        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
+        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
+        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, norm=norm)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def output_size(side: int, size_multiple: int) -> int:
+    """Side of a generator's output for an input side: rounded up to the generator's ``size_multiple``."""
+    return size_multiple * math.ceil(side / size_multiple)

@@ -1,0 +1,63 @@
+"""Normalisation choice and weight initialisation shared by the generators and discriminators.
+
+Both follow the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix, ``networks.py``) so that
+checkpoints trained there load here and training starts from the same distribution.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+from torch import nn
+
+NORMS = ("instance", "batch", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """Return a factory ``channels -> nn.Module`` for the named normalisation.
+
+    Instance norm has no affine parameters and no running statistics (as in the reference), batch norm has both.
+    """
+    if norm == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm == "none":
+        return lambda channels: nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def conv_bias(norm: str) -> bool:
+    """Convolutions followed by batch norm need no bias (the norm's shift replaces it); others keep one."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm != "batch"
+
+
+@torch.no_grad()
+def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
+    """Initialise conv/linear weights (biases to 0) and batch-norm scales ~ N(1, gain), in place."""
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
+
+    def init_module(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init_type == "normal":
+                nn.init.normal_(m.weight, 0.0, init_gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=init_gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(m.weight, gain=init_gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, init_gain)
+            nn.init.zeros_(m.bias)
+
+    net.apply(init_module)
+    return net
