@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from cyclegan_lightning.config import register_resolvers
 from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training import is_multirun, run_training
 
 log = logging.getLogger("train")
 register_resolvers()
@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run_training(cfg)
     except CycleGANError as exc:  # a problem the user can fix: say what, without a traceback
         log.error("%s", exc)
+        if is_multirun():
+            raise  # Hydra records this job as failed and the sweep goes on (Optuna: max_failure_rate)
         sys.exit(2)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

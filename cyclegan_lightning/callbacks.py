@@ -74,11 +74,20 @@ class SampleGrid(Callback):
             return
         epoch = trainer.current_epoch + 1
         path = self.dirpath / f"epoch_{epoch:04d}.png"
-        save_png_atomic(grid, path)
-        save_png_atomic(grid, self.dirpath / "latest.png")
+        try:
+            save_png_atomic(grid, path)
+            save_png_atomic(grid, self.dirpath / "latest.png")
+        except OSError as exc:  # disk full, permissions: samples are not worth a multi-day run; say so and go on
+            log.error(
+                "could not write the sample grid %s (%s); earlier grids are intact. Training goes on; the next "
+                "checkpoint write will stop it if the disk is really full.", path, exc.strerror or exc,
+            )  # fmt: skip
+            return
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="samples", images=[grid.permute(1, 2, 0).numpy()])
+                # uint8 HWC, rounded as save_image does: wandb.Image leaves float arrays unscaled (0..1 of 255)
+                rgb = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                logger.log_image(key="samples", images=[rgb])
             elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
                 logger.experiment.add_image("samples", grid, global_step=epoch)
         log.info("sample grid: %s", path)

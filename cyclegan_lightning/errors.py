@@ -18,3 +18,7 @@ class CheckpointError(CycleGANError):
 
 class ConfigError(CycleGANError):
     """A combination of settings that cannot work."""
+
+
+class NumericalError(CycleGANError):
+    """Training produced a NaN or Inf (a loss or the weights); nothing poisoned was applied or saved."""

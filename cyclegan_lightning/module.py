@@ -20,6 +20,8 @@ discriminators frozen, then the discriminator step on pooled, detached fakes mad
 from __future__ import annotations
 
 import itertools
+import logging
+import pickle
 from typing import Any
 
 import hydra
@@ -29,14 +31,21 @@ from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
+from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
 from cyclegan_lightning.image_pool import ImagePool
 from cyclegan_lightning.losses import GANLoss, gradient_penalty
 from cyclegan_lightning.networks import init_weights
+from cyclegan_lightning.resume import load_run_state, save_run_state
 from cyclegan_lightning.schedulers import build_scheduler
 
+log = logging.getLogger(__name__)
+
 DIRECTIONS = ("a2b", "b2a")
+ADAM_IMPLS = (None, "foreach", "fused")
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+NONFINITE_POLICIES = ("stop", "skip")
+MAX_CONSECUTIVE_NONFINITE = 20  # nonfinite_policy=skip still stops after this many bad batches in a row
 
 
 class CycleGAN(LightningModule):
@@ -70,10 +79,18 @@ class CycleGAN(LightningModule):
         init_type: str = "normal",  # normal | xavier | kaiming | orthogonal
         init_gain: float = 0.02,
         gradient_clip_val: float | None = None,  # clip each optimizer's gradient norm (after AMP unscaling)
+        nonfinite_policy: str = "stop",  # stop | skip: a NaN/Inf loss, checked before backward, stops or skips the step
+        # ---- speed levers (measured in docs/performance.md; none changes the saved weights' keys) ----
+        channels_last: bool = False,  # NHWC weights/activations: pays on tensor-core GPUs, slower on CPUs
+        compile_generators: bool = False,  # torch.compile both generators in place (gen.compile(), keys unchanged)
+        adam_impl: str | None = None,  # None (torch's choice) | foreach | fused: Adam implementation of both optimizers
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if nonfinite_policy not in NONFINITE_POLICIES:
+            raise ConfigError(f"model.nonfinite_policy must be one of {NONFINITE_POLICIES}, got {nonfinite_policy!r}")
+        self._nonfinite_in_a_row = 0
         if lambda_identity > 0 and channels_a != channels_b:
             raise ConfigError(
                 f"identity loss needs equal channels in both domains (got A={channels_a}, B={channels_b}); "
@@ -88,6 +105,8 @@ class CycleGAN(LightningModule):
         self.lambda_b = lambda_cycle if lambda_cycle_b is None else lambda_cycle_b
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.val_cycle = nn.ModuleDict({"a": MeanMetric(), "b": MeanMetric()})
+        if adam_impl not in ADAM_IMPLS:
+            raise ConfigError(f"model.adam_impl must be one of {ADAM_IMPLS}, got {adam_impl!r}")
 
     def _build(self, spec: dict, in_channels: int, out_channels: int | None = None, *names: str) -> nn.Module:
         if not isinstance(spec, dict) or "_target_" not in spec:
@@ -156,26 +175,68 @@ class CycleGAN(LightningModule):
 
         self._set_discriminators_trainable(False)  # gradients flow through D to G, but D is not updated
         g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
+        if not self._losses_finite(g_losses, "g", batch_idx):  # checked before backward: weights stay clean
+            self._set_discriminators_trainable(True)
+            return  # skip the whole batch: the fakes feeding the discriminators are suspect too
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_losses["total"])
         opt_g.step()
         self._set_discriminators_trainable(True)
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_losses["total"])
-        opt_d.step()
+        d_ok = self._losses_finite(d_losses, "d", batch_idx)
+        if d_ok:
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_losses["total"])
+            opt_d.step()
+            self._nonfinite_in_a_row = 0
+        else:
+            d_losses = {}  # not logged: one NaN would poison the epoch means
 
         logged = {f"train/g/{k}": v.detach() for k, v in g_losses.items()}
         logged |= {f"train/d/{k}": v.detach() for k, v in d_losses.items()}
         self.log_dict(logged, batch_size=real_a.shape[0])
-        self.log_dict(
-            {"g": g_losses["total"].detach(), "d": d_losses["total"].detach()},
-            prog_bar=True, logger=False, batch_size=real_a.shape[0],
-        )  # fmt: skip
+        bar = {"g": g_losses["total"].detach()} | ({"d": d_losses["total"].detach()} if d_ok else {})
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=real_a.shape[0])
         if "skipped" in batch:
             skipped = batch["skipped"].float().sum()
             self.log("data/skipped_images", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+
+    def _losses_finite(self, losses: dict[str, torch.Tensor], group: str, batch_idx: int) -> bool:
+        """True if every loss is finite (one device sync); else stop (raise) or skip, per ``nonfinite_policy``.
+
+        All ranks reach the same decision, so under DDP no rank enters a backward the others skip.
+        """
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        bad = not bool(torch.isfinite(values).all())
+        trainer = self._trainer  # (the ``trainer`` property raises when detached)
+        if trainer is not None and trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return True
+        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in losses.items() if not torch.isfinite(v).all())
+        where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        self._nonfinite_in_a_row += 1
+        if self.hparams.get("nonfinite_policy", "stop") == "stop" or self._nonfinite_in_a_row > MAX_CONSECUTIVE_NONFINITE:
+            in_a_row = f" ({self._nonfinite_in_a_row} bad batches in a row)" if self._nonfinite_in_a_row > 1 else ""
+            raise NumericalError(
+                f"non-finite loss at {where}{in_a_row}: {named or 'on another rank'}. Training stopped before "
+                "backward, so the weights were not updated with it and no checkpoint was written from it; the last "
+                "good checkpoint is checkpoints/last.ckpt. Lower model.lr, check the data, or set "
+                "model.nonfinite_policy=skip to skip such steps."
+            )
+        log.warning("skipping the %s step at %s: non-finite loss %s (model.nonfinite_policy=skip)", group, where, named)
+        self.log("train/nonfinite_skipped", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
+        return False
+
+    def _check_finite_weights(self) -> None:
+        """Refuse to save NaN/Inf weights: a poisoned checkpoint must never replace a good one."""
+        for name, tensor in self.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NumericalError(
+                    f"parameter {name} holds NaN/Inf at global step {self.global_step}; refusing to write a "
+                    "checkpoint from it, so the earlier checkpoints stay as they were."
+                )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # runs after AMP unscaling, so the clip threshold applies to true gradients
@@ -183,8 +244,9 @@ class CycleGAN(LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
 
     def on_train_epoch_end(self) -> None:
-        opt_g, _ = self.optimizers()
-        self.log("train/lr", opt_g.param_groups[0]["lr"])  # the LR this epoch used
+        opt_g, opt_d = self.optimizers()
+        self.log("train/lr", opt_g.param_groups[0]["lr"])  # the LR this epoch used (generators)
+        self.log("train/lr_d", opt_d.param_groups[0]["lr"])  # discriminators (same policy)
         for scheduler in self.lr_schedulers():
             scheduler.step()
 
@@ -205,13 +267,24 @@ class CycleGAN(LightningModule):
         self.log("val/cycle", (cycle["a"] + cycle["b"]) / 2, prog_bar=True)
 
     # ---- optimizers and checkpoints --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Speed levers that change how the networks run, not what they compute (see docs/performance.md)."""
+        if self.hparams.get("channels_last"):
+            self.to(memory_format=torch.channels_last)  # .to(device) later keeps the format
+        if self.hparams.get("compile_generators"):
+            for gen in (self.gen_a2b, self.gen_b2a):
+                gen.compile()  # in place: state-dict keys stay ``gen_a2b.model.*`` (not ``_orig_mod.*``)
+
     def configure_optimizers(self):
         hp = self.hparams
+        impl = {hp.adam_impl: True} if hp.get("adam_impl") else {}  # fused / foreach Adam (speed lever)
         opt_g = torch.optim.Adam(
-            itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters()), lr=hp.lr, betas=tuple(hp.betas)
+            itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters()), lr=hp.lr, betas=tuple(hp.betas),
+            **impl,
         )
         opt_d = torch.optim.Adam(
-            itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()), lr=hp.lr, betas=tuple(hp.betas)
+            itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()), lr=hp.lr, betas=tuple(hp.betas),
+            **impl,
         )
         schedulers = [
             build_scheduler(opt, hp.lr_policy, hp.n_epochs, hp.n_epochs_decay, hp.lr_step_epochs, hp.lr_gamma)
@@ -220,11 +293,30 @@ class CycleGAN(LightningModule):
         return [opt_g, opt_d], schedulers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite_weights()  # raises before anything is written (numerical health)
         checkpoint["cyclegan_lightning"] = {"format": CHECKPOINT_FORMAT}
         checkpoint["image_pools"] = {"a": self.pool_a.state_dict(), "b": self.pool_b.state_dict()}
+        save_run_state(self, checkpoint)  # random states, every rank's pools under DDP, W&B run id (resume.py)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(self, checkpoint)  # newer format / other architecture: a clear CheckpointError
         pools = checkpoint.get("image_pools")
         if pools:
             self.pool_a.load_state_dict(pools["a"])
             self.pool_b.load_state_dict(pools["b"])
+        load_run_state(self, checkpoint)  # when resuming fit: this rank's pools and random states
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's loader, always with ``weights_only=True``: a checkpoint carrying pickled code is refused
+        (``CheckpointError``) without running it; a newer format or another architecture gets a clear message."""
+        if kwargs.pop("weights_only", True) is not True:
+            raise CheckpointError("CycleGAN checkpoints load with weights_only=True only; unpickling code is unsafe")
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+            )
+        except pickle.UnpicklingError:
+            if isinstance(checkpoint_path, (str, bytes)) or hasattr(checkpoint_path, "__fspath__"):
+                safe_load(checkpoint_path)  # raises the clear CheckpointError
+            raise

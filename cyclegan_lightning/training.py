@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import lightning as L
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
+from cyclegan_lightning.run_lock import RunDirLock
+from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.resume import DistinctRankSeeds, read_wandb_run_id
+from cyclegan_lightning.resume import resolve_ckpt_path as _resolve_resume
 
 log = logging.getLogger(__name__)
 
@@ -23,29 +27,101 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """Check a resume checkpoint exists before anything is built, so a typo fails in a second, not an hour."""
-    if ckpt_path is None:
-        return None
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path={ckpt_path}: no such file. Give the path of a .ckpt written by train.py.")
-    return str(path)
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig | None = None) -> str | None:
+    """Check a resume checkpoint exists before anything is built, so a typo fails in a second, not an hour.
+
+    ``auto``: the newest ``last.ckpt`` of this experiment under ``<paths.log_dir>/<name>/`` (see ``resume.py``).
+    """
+    log_dir = cfg.paths.log_dir if cfg is not None else None
+    name = cfg.get("name") if cfg is not None else None
+    output_dir = cfg.paths.output_dir if cfg is not None else None
+    return _resolve_resume(ckpt_path, log_dir, name, multirun=is_multirun(), output_dir=output_dir)
+
+
+def _refuse_multirun_spawning_ddp(trainer: L.Trainer) -> None:
+    """Lightning starts DDP ranks > 0 by re-running this script's command line; in a Hydra multirun each of them
+    would re-run the whole sweep (Lightning #11300, hydra #2070). Stop before that happens."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if is_multirun() and type(launcher).__name__ == "_SubprocessScriptLauncher":
+        raise ConfigError(
+            "a Hydra multirun (-m) cannot use a DDP trainer that starts its own processes: every extra process "
+            "would re-run the whole sweep. Run the sweep points one at a time (for v in 5 10; do python train.py "
+            "trainer=ddp model.lambda_cycle=$v; done), or launch with hydra/launcher=slurm or torchrun, which start "
+            "the processes themselves (docs/scaling.md)."
+        )
+
+
+def _is_wandb(target: str) -> bool:
+    return target.rsplit(".", 1)[-1] == "WandbLogger"
+
+
+def _continue_wandb_run(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """When resuming, point a W&B logger with no explicit id at the run stored in the checkpoint."""
+    if ckpt_path is None or not cfg.get("logger"):
+        return
+    for entry in cfg.logger.values():
+        if isinstance(entry, DictConfig) and _is_wandb(entry.get("_target_", "")) and not entry.get("id"):
+            run_id = read_wandb_run_id(ckpt_path)
+            if run_id:
+                with open_dict(entry):
+                    entry.id, entry.resume = run_id, "allow"
+                log.info("W&B: continuing run %s", run_id)
+
+
+def _finish_wandb(loggers: list[Logger], exit_code: int, preempted: bool = False) -> None:
+    """End this job's W&B run (one run per multirun job); a non-zero exit code marks it failed."""
+    if not any(_is_wandb(type(lg).__name__) for lg in loggers):
+        return
+    import wandb
+
+    if wandb.run is not None:
+        if preempted:
+            wandb.run.mark_preempting()  # shown as preempted, not failed; resume continues it
+        wandb.finish(exit_code=exit_code)
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Seed, build data, model, callbacks, loggers and trainer from ``cfg``, fit, and return the final metrics."""
+    run_lock = RunDirLock.acquire_for(cfg.paths.output_dir)  # a second run in this folder is refused (run_lock.py)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    _continue_wandb_run(cfg, ckpt_path)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    if ckpt_path is not None:  # unsafe pickle, newer format, other architecture: refused before anything runs
+        check_compatible(model, safe_load(ckpt_path, mmap=True), ckpt_path)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    if cfg.get("seed") is not None:
+        callbacks.append(DistinctRankSeeds(cfg.seed))  # DDP: each rank its own data randomness
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    _refuse_multirun_spawning_ddp(trainer)
+    world_size = trainer.num_devices * trainer.num_nodes
+    effective_batch = cfg.data.batch_size * world_size  # data.batch_size is per device
+    log.info("batch size %d per device x %d device(s) = %d per step", cfg.data.batch_size, world_size, effective_batch)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        hparams = OmegaConf.to_container(cfg, resolve=True)
+        hparams |= {"world_size": world_size, "effective_batch_size": effective_batch}
+        logger.log_hyperparams(hparams)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
+    except SIGTERMException:  # CheckpointOnSigterm saved a checkpoint; exit cleanly so a requeue resumes
+        _finish_wandb(loggers, exit_code=1, preempted=True)
+        raise
+    except BaseException:
+        _finish_wandb(loggers, exit_code=1)
+        raise
+    finally:
+        run_lock.release()
+    _finish_wandb(loggers, exit_code=0)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         ckpt = trainer.checkpoint_callback

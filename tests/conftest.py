@@ -97,3 +97,26 @@ def train_cfg(tmp_path: Path, tiny_dataset: Path):
         return compose_train_cfg([f"data.root={tiny_dataset}", "logger=csv", *overrides], tmp_path / "run")
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Two finished tiny runs (lambda_cycle 5 and 10, 1 epoch) laid out as a Hydra multirun: ``sweep/0``,
+    ``sweep/1`` with ``checkpoints/`` and ``.hydra/{config,overrides}.yaml``. Returns (data root, run dirs).
+    Shared by the prediction, evaluation, leaderboard, export and notebook tests: trained once per session."""
+    from cyclegan_lightning.training import run_training
+
+    base = tmp_path_factory.mktemp("tiny_runs")
+    root = make_dataset(base / "data", n_train=4, n_test=3)
+    runs = []
+    for i, lam in enumerate((5, 10)):
+        run = base / "sweep" / str(i)
+        overrides = [f"model.lambda_cycle={lam}", "trainer.max_epochs=1", "seed=0"]
+        cfg = compose_train_cfg([f"data.root={root}", "logger=csv", *overrides], run)
+        run_training(cfg)
+        (run / ".hydra").mkdir(parents=True, exist_ok=True)
+        (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        runs.append(run)
+    GlobalHydra.instance().clear()
+    return root, runs

@@ -95,7 +95,10 @@ class UnpairedDataModule(LightningDataModule):
                     "or run `python -m cyclegan_lightning.data.demo` and use experiment=demo"
                 )
                 raise DataError(f"{what} folder {folder} does not exist. {hint}.")
-            files += find_images(folder)
+            try:
+                files += find_images(folder)
+            except OSError as exc:  # the folder itself cannot be listed (permissions, a vanished mount)
+                raise DataError(f"{what} folder {folder} cannot be read: {exc.strerror or exc}.") from None
         if required and not files:
             raise DataError(
                 f"{what} folder(s) {', '.join(map(str, folders))} hold no images "

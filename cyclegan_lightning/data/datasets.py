@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cyclegan_lightning.data.images import ImageLoadError, load_image
+from cyclegan_lightning.data.transforms import ResizeTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ class _ImageReader:
         for skipped in range(MAX_CONSECUTIVE_BAD + 1):
             path = self.files[(index + skipped) % len(self.files)]
             try:
-                return self.transform(load_image(path, self.channels).image), path, skipped
+                image = load_image(path, self.channels).image
+                try:
+                    return self.transform(image), path, skipped
+                except ResizeTooLargeError as exc:  # bounded memory: a 1 x 5000 strip under scale_width
+                    raise ImageLoadError(path, str(exc)) from None
             except ImageLoadError as exc:
                 if self.on_bad_image == "fail":
                     raise

@@ -14,6 +14,21 @@ from torchvision.transforms.v2 import functional as TF
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 BICUBIC = InterpolationMode.BICUBIC
+# aspect-preserving resizes refuse outputs larger than this: a 1 x 5000 strip scaled to width 286 would need
+# 286 x 1,430,000 pixels (5 GB as float RGB); the dataset turns the refusal into an ImageLoadError naming the file
+MAX_RESIZED_PIXELS = 4096 * 4096
+
+
+class ResizeTooLargeError(ValueError):
+    """An image's aspect ratio would make an aspect-preserving resize allocate more than ``MAX_RESIZED_PIXELS``."""
+
+
+def _check_resize(h: int, w: int, new_h: int, new_w: int) -> None:
+    if new_h * new_w > MAX_RESIZED_PIXELS:
+        raise ResizeTooLargeError(
+            f"a {w}x{h} image would be resized to {new_w}x{new_h}, too large "
+            f"(MAX_RESIZED_PIXELS={MAX_RESIZED_PIXELS}); its aspect ratio is too extreme for this preprocess mode"
+        )
 
 
 class ScaleWidth(nn.Module):
@@ -26,6 +41,7 @@ class ScaleWidth(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         new_h = max(int(self.width * h / w), self.min_height)
+        _check_resize(h, w, new_h, self.width)
         if (h, w) == (new_h, self.width):
             return img
         return TF.resize(img, [new_h, self.width], interpolation=BICUBIC, antialias=True)
@@ -47,6 +63,7 @@ class UpscaleToAtLeast(nn.Module):
             return img
         scale = self.size / min(h, w)
         new = [max(self.size, math.ceil(h * scale)), max(self.size, math.ceil(w * scale))]
+        _check_resize(h, w, *new)
         return TF.resize(img, new, interpolation=BICUBIC, antialias=True)
 
 

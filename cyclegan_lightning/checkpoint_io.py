@@ -1,0 +1,86 @@
+"""Atomic checkpoint writes: a crash, kill or full disk during a save never leaves a truncated ``last.ckpt``.
+
+Lightning's ``TorchCheckpointIO`` serializes to memory and then writes the target file in place, so a process
+killed mid-write (or a disk that fills up) leaves a partial file where the previous good checkpoint was.
+``AtomicCheckpointIO`` writes to a temporary file in the same folder, flushes and ``fsync``s it, then
+``os.replace``s it over the target (atomic on POSIX and Windows) and ``fsync``s the folder. If anything fails
+before the rename, the temporary file is removed, the previous checkpoint is untouched, and a
+:class:`~cyclegan_lightning.errors.CheckpointError` says what happened. Remote paths (``s3://`` ...) are left to
+Lightning's fsspec writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from cyclegan_lightning.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def _is_local(path: _PATH) -> bool:
+    return type(get_filesystem(path)).__name__ == "LocalFileSystem"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: _PATH) -> None:
+    """``torch.save(obj, path)`` via temp file + fsync + ``os.replace``; raises ``CheckpointError`` on failure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {exc}. Check that the folder is writable and has free space."
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"
+            raise CheckpointError(
+                f"failed to write checkpoint {path} ({exc.strerror or exc}); {kept}. Free disk space (or point "
+                "paths.log_dir at a larger disk) and resume with ckpt_path=auto."
+            ) from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local saves are atomic (see module docstring); loading is unchanged."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        if not _is_local(path):
+            super().save_checkpoint(checkpoint, path)
+            return
+        log.debug("saving checkpoint %s", path)
+        atomic_torch_save(checkpoint, path)

@@ -1,0 +1,72 @@
+"""FID/KID during validation, every N epochs; off unless added (``callbacks=fid``).
+
+A Callback rather than code in the LightningModule: the Inception network and its weights file are an optional,
+heavy dependency of evaluation, not of training.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+
+from cyclegan_lightning.evaluation.metrics import FidKid, build_feature_extractor
+
+log = logging.getLogger(__name__)
+
+
+class FIDCallback(Callback):
+    """Logs ``val/fid_a2b``, ``val/fid_b2a``, ``val/kid_a2b``, ``val/kid_b2a`` on the validation images.
+
+    The weights file is checked in ``setup``, so a missing file stops the run before the first epoch, not after.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 0,  # 0 = off; else compute at the end of every N-th validation
+        features: str = "inception",  # inception | random (plumbing checks only)
+        inception_weights: str | None = None,  # default: torch hub cache, see evaluation.metrics
+        max_images: int | None = None,  # cap per domain (validation folders can be large)
+        kid_subset_size: int = 1000,
+    ):
+        self.every_n_epochs, self.features, self.inception_weights = every_n_epochs, features, inception_weights
+        self.max_images, self.kid_subset_size = max_images, kid_subset_size
+        self.extractor = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.every_n_epochs > 0 and self.extractor is None:
+            self.extractor = build_feature_extractor(self.features, self.inception_weights)
+
+    @torch.no_grad()
+    def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
+        sets = trainer.datamodule.val_sets
+        out = {}
+        was_training = pl_module.training
+        pl_module.eval()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
+            for direction, src, dst in (("a2b", "a", "b"), ("b2a", "b", "a")):
+                metric = FidKid(self.extractor.to(pl_module.device), self.kid_subset_size, pl_module.device)
+                n_src = min(len(sets[src]), self.max_images or len(sets[src]))
+                n_dst = min(len(sets[dst]), self.max_images or len(sets[dst]))
+                for i in range(n_dst):
+                    metric.update((sets[dst][i]["image"] + 1) / 2, real=True)
+                for i in range(n_src):
+                    real = sets[src][i]["image"][None].to(pl_module.device)
+                    metric.update(((pl_module(real, direction).float() + 1) / 2).clamp(0, 1), real=False)
+                values = metric.compute()
+                if values["fid"] is not None:
+                    out[f"val/fid_{direction}"] = values["fid"]
+                    out[f"val/kid_{direction}"] = values["kid_mean"]
+        pl_module.train(was_training)
+        return out
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_n_epochs <= 0 or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        values = self.compute(trainer, pl_module)
+        if values:
+            pl_module.log_dict(values, sync_dist=False, rank_zero_only=False)
+            log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in values.items()))

@@ -1,0 +1,168 @@
+"""Evaluate a checkpoint on test folders: FID/KID of translations against real target images, cycle PSNR/SSIM,
+and PSNR/SSIM against ground truth when paired folders are given. Results as JSON and a Markdown table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from cyclegan_lightning.data.images import find_images, load_image
+from cyclegan_lightning.errors import ConfigError, DataError
+from cyclegan_lightning.evaluation.metrics import FidKid, psnr, ssim
+from cyclegan_lightning.inference.translator import Translator
+
+log = logging.getLogger(__name__)
+LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std")
+METRIC_ORDER = ("fid", "kid_mean", "kid_std", "cycle_psnr", "cycle_ssim", "paired_psnr", "paired_ssim", "n_images")
+
+
+def _images(folder: str | Path | None, what: str, limit: int | None) -> list[Path]:
+    if folder is None:
+        raise ConfigError(f"{what} is not set: give data_root=<folder with testA/ testB/> or {what}=<folder>")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist. Point data_root (or {what}) at your test images.")
+    files = find_images(folder)
+    if not files:
+        raise DataError(f"{what} folder {folder} holds no images.")
+    return files[:limit] if limit else files
+
+
+def _paired_file(folder: Path, rel: Path) -> Path | None:
+    for cand in [folder / rel, *sorted((folder / rel.parent).glob(rel.stem + ".*"))]:
+        if cand.is_file():
+            return cand
+    return None
+
+
+def evaluate_direction(
+    translator: Translator,
+    direction: str,
+    sources: list[Path],
+    source_root: Path,
+    targets: list[Path],
+    extractor: nn.Module | None,
+    paired_root: Path | None = None,
+    kid_subset_size: int = 1000,
+    progress: bool = True,
+) -> dict[str, float | int | None]:
+    """Metrics of one direction; images are streamed one at a time, so any number and size fit in memory."""
+    back = "b2a" if direction == "a2b" else "a2b"
+    has_back = back in translator.directions
+    fidkid = FidKid(extractor, kid_subset_size, translator.device) if extractor is not None else None
+    sums = {"cycle_psnr": [], "cycle_ssim": [], "paired_psnr": [], "paired_ssim": []}
+    src_ch, dst_ch = translator.loaded.channels[direction[0]], translator.loaded.channels[direction[2]]
+    if fidkid is not None:
+        for path in tqdm(targets, desc=f"real {direction[2].upper()}", disable=not progress, leave=False):
+            fidkid.update(load_image(path, dst_ch).image, real=True)
+    for path in tqdm(sources, desc=f"{direction}", disable=not progress, leave=False):
+        real = load_image(path, src_ch).image
+        fake = translator.translate_tensor(real, direction)
+        if fidkid is not None:
+            fidkid.update(fake, real=False)
+        if has_back:
+            rec = translator.translate_tensor(fake, back)
+            sums["cycle_psnr"].append(psnr(rec, real))
+            sums["cycle_ssim"].append(ssim(rec, real))
+        if paired_root is not None:
+            gt_path = _paired_file(paired_root, path.relative_to(source_root))
+            if gt_path is None:
+                raise DataError(f"paired folder {paired_root} has no image named like {path.relative_to(source_root)}")
+            gt = load_image(gt_path, dst_ch).image
+            if gt.shape != fake.shape:
+                raise DataError(f"ground truth {gt_path} is {tuple(gt.shape[1:])}, the translation of {path} "
+                                f"{tuple(fake.shape[1:])}: paired images must have equal sizes")  # fmt: skip
+            sums["paired_psnr"].append(psnr(fake, gt))
+            sums["paired_ssim"].append(ssim(fake, gt))
+    out: dict[str, float | int | None] = fidkid.compute() if fidkid is not None else {}
+    for k, vals in sums.items():
+        finite = [v for v in vals if math.isfinite(v)]
+        out[k] = sum(finite) / len(finite) if finite else (float("inf") if vals else None)
+    out["n_images"] = len(sources)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def evaluate(
+    translator: Translator,
+    test_a: str | Path | None,
+    test_b: str | Path | None,
+    direction: str = "both",
+    extractor: nn.Module | None = None,  # None: no FID/KID
+    paired_a: str | Path | None = None,  # ground-truth A images named like the test B images (for b2a)
+    paired_b: str | Path | None = None,  # ground-truth B images named like the test A images (for a2b)
+    max_images: int | None = None,
+    kid_subset_size: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """{"checkpoint", "features", "metrics": {direction: {metric: value}}, "seconds"}."""
+    directions = list(translator.directions) if direction == "both" else [direction]
+    start = time.perf_counter()
+    folders = {"a": test_a, "b": test_b}
+    paired = {"a": paired_a, "b": paired_b}
+    metrics = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
+        for d in directions:
+            translator._generator(d)
+            src, dst = d[0], d[2]
+            sources = _images(folders[src], f"test_{src}", max_images)
+            targets = _images(folders[dst], f"test_{dst}", max_images) if extractor is not None else []
+            metrics[d] = evaluate_direction(
+                translator, d, sources, Path(folders[src]), targets, extractor,
+                Path(paired[dst]) if paired[dst] else None, kid_subset_size, progress,
+            )  # fmt: skip
+    return {
+        "checkpoint": str(translator.loaded.path),
+        "features": None if extractor is None else type(extractor).__name__,
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def to_markdown(result: dict) -> str:
+    metrics = result["metrics"]
+    cols = [m for m in METRIC_ORDER if any(m in v for v in metrics.values())]
+    lines = [
+        f"Checkpoint: `{result['checkpoint']}`" + (f"; features: {result['features']}" if result["features"] else ""),
+        "",
+        "| direction | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for d, vals in metrics.items():
+        lines.append(f"| {d} | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(result: dict, output_dir: str | Path, name: str = "metrics") -> tuple[Path, Path]:
+    output_dir = Path(output_dir)
+    json_path, md_path = output_dir / f"{name}.json", output_dir / f"{name}.md"
+    write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(md_path, to_markdown(result))
+    return json_path, md_path

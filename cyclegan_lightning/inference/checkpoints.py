@@ -1,0 +1,228 @@
+"""Find out what a checkpoint file holds and build the generator(s) it describes.
+
+Two kinds are accepted, both read with ``torch.load(weights_only=True)`` (no pickled code runs) and loaded with
+``strict=True`` (no silently random layer):
+
+- a Lightning ``.ckpt`` written by our training: both generators, their config in ``hyper_parameters``;
+- a bare generator ``state_dict`` of the reference implementation (``<epoch>_net_G_A.pth`` = A to B,
+  ``<epoch>_net_G_B.pth`` = B to A, pretrained ``latest_net_G.pth``): ResNet (any block count, with or without
+  dropout) or U-Net, architecture read from the key layout and tensor shapes. Next to a ``*_net_G_A.pth`` the
+  matching ``*_net_G_B.pth`` is picked up too, so both directions are available.
+
+Anything else (a discriminator, a U-Net where a ResNet was asked for, a truncated download) raises
+``CheckpointError`` saying what the file is and what to give instead; never a dump of mismatched keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+from torch import nn
+
+from cyclegan_lightning.checkpoint_safety import safe_load
+from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
+
+ARCHS = ("auto", "resnet", "unet")
+ALLOWED_TARGET_PREFIX = "cyclegan_lightning.networks."  # a .ckpt may only build our own network classes
+
+
+@dataclass
+class LoadedGenerators:
+    """Generators by direction (``a2b``/``b2a``), in eval mode, with what we know of their domains."""
+
+    generators: dict[str, nn.Module]
+    channels: dict[str, int]  # channels of domain "a" and "b"
+    source: str  # "lightning" or "reference"
+    path: Path
+    info: dict = field(default_factory=dict)  # architecture details, for logs and reports
+
+    def describe(self) -> str:
+        arch = ", ".join(f"{k}={v}" for k, v in self.info.items())
+        return f"{self.path.name} ({self.source} checkpoint; {'/'.join(self.generators)}; {arch})"
+
+
+def _read(path: Path) -> object:
+    """torch.load with weights_only=True, turning every failure into a CheckpointError naming the file."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file. Give ckpt_path=<a .ckpt from train.py or a *_net_G*.pth>.")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder. Give a file: checkpoints/last.ckpt or latest_net_G_A.pth.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes). Copy or download it again.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip (PK..) or, legacy, a pickle (0x80)
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch file (it starts with {magic!r}). Give a .ckpt from train.py or a "
+            "reference *_net_G*.pth."
+        )
+    return safe_load(path)  # weights_only=True; its errors name the file and the reason
+
+
+def _tensor_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_generators(path: str | Path, arch: str = "auto", norm: str | None = None) -> LoadedGenerators:
+    """Load every generator ``path`` holds. ``arch`` (resnet | unet) insists on an architecture; ``norm`` overrides
+    the reference file's norm where the keys cannot tell (instance and none both have no parameters)."""
+    if arch not in ARCHS:
+        raise CheckpointError(f"arch must be one of {ARCHS}, got {arch!r}")
+    path = Path(path)
+    obj = _read(path)
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        return _from_lightning(path, obj, arch)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and _tensor_dict(obj["state_dict"]):
+        obj = obj["state_dict"]  # some tools wrap a bare state_dict one level down
+    if _tensor_dict(obj):
+        return _from_reference(path, obj, arch, norm)
+    raise CheckpointError(
+        f"checkpoint {path} is neither a Lightning .ckpt from train.py nor a generator state_dict "
+        f"(found a {type(obj).__name__}). Give checkpoints/last.ckpt of a run or a reference *_net_G*.pth."
+    )
+
+
+# ---- Lightning checkpoints of our training --------------------------------------------------------------------
+def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
+    from cyclegan_lightning.module import CHECKPOINT_FORMAT
+
+    fmt = (ckpt.get("cyclegan_lightning") or {}).get("format", 0)
+    if isinstance(fmt, int) and fmt > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a newer cyclegan-lightning (checkpoint format {fmt}, this version "
+            f"reads up to {CHECKPOINT_FORMAT}). Upgrade cyclegan-lightning to use it."
+        )
+    hp = ckpt["hyper_parameters"]
+    spec = hp.get("generator")
+    if not isinstance(spec, dict) or not str(spec.get("_target_", "")).startswith(ALLOWED_TARGET_PREFIX):
+        raise CheckpointError(
+            f"checkpoint {path} is a Lightning checkpoint but not of a cyclegan_lightning.CycleGAN "
+            "(no generator spec in its hyper_parameters). Give a .ckpt written by train.py."
+        )
+    _check_arch(path, "unet" if "Unet" in spec["_target_"] else "resnet", arch)
+    channels = {"a": int(hp.get("channels_a", 3)), "b": int(hp.get("channels_b", 3))}
+    state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    gens = {}
+    for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
+        net = hydra.utils.instantiate(spec, input_nc=channels[src], output_nc=channels[dst])
+        prefix = f"gen_{direction}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        _load_strict(path, net, sub, f"generator {direction}")
+        gens[direction] = net.eval()
+    info = {k: v for k, v in spec.items() if k != "_target_"} | {"arch": spec["_target_"].rsplit(".", 1)[-1]}
+    return LoadedGenerators(gens, channels, "lightning", path, info)
+
+
+# ---- bare state_dicts of the reference implementation ----------------------------------------------------------
+def _looks_like_discriminator(state: dict) -> bool:
+    convs = [k for k in state if re.fullmatch(r"(model|net)\.\d+\.weight", k) and state[k].dim() == 4]
+    if not convs:
+        return False
+    last = state[max(convs, key=lambda k: int(k.split(".")[1]))]
+    return last.shape[0] == 1 and last.shape[-1] in (1, 4) and not any("conv_block" in k for k in state)
+
+
+def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, dict]:
+    """(architecture, constructor kwargs) from the key layout and shapes of a reference generator state_dict."""
+    keys = set(state)
+    if _looks_like_discriminator(state):
+        raise CheckpointError(
+            f"checkpoint {path} is a discriminator (PatchGAN keys model.0 ... with a 1-channel output), not a "
+            "generator. Give the generator file of the same run: *_net_G_A.pth (A to B) or *_net_G_B.pth (B to A)."
+        )
+    # batch norm has an affine weight next to its running stats; old InstanceNorm files have the stats alone
+    has_bn = any(k.endswith(".running_mean") and k[: -len("running_mean")] + "weight" in keys for k in keys)
+    if "model.1.weight" in keys and any(".conv_block." in k for k in keys):  # ResNet: one Sequential
+        stem = state["model.1.weight"]
+        blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
+        convs = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"model\.(\d+)\.weight", k)))
+        last = state[f"model.{convs[-1]}.weight"]
+        kwargs = dict(
+            input_nc=stem.shape[1], output_nc=last.shape[0], ngf=stem.shape[0], n_blocks=len(blocks),
+            norm="batch" if has_bn else (norm or "instance"),
+            use_dropout=any(".conv_block.6." in k for k in keys),
+        )  # fmt: skip
+        return "resnet", kwargs
+    if "model.model.0.weight" in keys:  # U-Net: nested skip blocks, one "model" level per downsampling
+        stem = state["model.model.0.weight"]
+        last = state["model.model.3.weight"] if "model.model.3.weight" in keys else None
+        depth = max(k.split(".").count("model") for k in keys) - 1
+        kwargs = dict(
+            input_nc=stem.shape[1], output_nc=last.shape[1] if last is not None else 3, ngf=stem.shape[0],
+            num_downs=depth, norm="batch" if has_bn else (norm or "instance"),
+        )  # fmt: skip
+        return "unet", kwargs
+    sample = ", ".join(sorted(keys)[:3])
+    raise CheckpointError(
+        f"checkpoint {path} is not a CycleGAN/pix2pix generator state_dict (first keys: {sample}, ...). "
+        "Give a reference *_net_G*.pth or a .ckpt from train.py."
+    )
+
+
+def _from_reference(path: Path, state: dict, arch: str, norm: str | None) -> LoadedGenerators:
+    files = {"a2b": path}
+    m = re.fullmatch(r"(.*)net_G_A\.pth", path.name)
+    if m and (path.parent / f"{m.group(1)}net_G_B.pth").is_file():
+        files["b2a"] = path.parent / f"{m.group(1)}net_G_B.pth"
+    elif re.fullmatch(r".*net_G_B\.pth", path.name):
+        files = {"b2a": path}
+    gens, info = {}, {}
+    for direction, file in files.items():
+        file_state = state if file == path else _read(file)
+        if not _tensor_dict(file_state):
+            raise CheckpointError(f"checkpoint {file} is not a generator state_dict. Give a reference *_net_G*.pth.")
+        detected, kwargs = _detect_reference(file, file_state, norm)
+        _check_arch(file, detected, arch)
+        net = (ResnetGenerator if detected == "resnet" else UnetGenerator)(**kwargs)
+        if kwargs["norm"] == "instance":  # pre-0.4 PyTorch saved running stats for InstanceNorm; the reference drops them
+            file_state = {k: v for k, v in file_state.items() if not re.search(r"running_(mean|var)$|num_batches_tracked$", k)}
+        _load_strict(file, net, file_state, f"{detected} generator")
+        gens[direction] = net.eval()
+        info = info or {"arch": detected} | {k: v for k, v in kwargs.items() if k not in ("input_nc", "output_nc")}
+    first = next(iter(gens.values()))
+    in_nc, out_nc = _channels_of(first)
+    channels = {"a": in_nc, "b": out_nc} if "a2b" in gens else {"a": out_nc, "b": in_nc}
+    return LoadedGenerators(gens, channels, "reference", path, info)
+
+
+def _channels_of(net: nn.Module) -> tuple[int, int]:
+    convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    first, last = convs[0], convs[-1]
+    out = last.weight.shape[1] if isinstance(last, nn.ConvTranspose2d) else last.weight.shape[0]
+    return first.weight.shape[1], out
+
+
+def _check_arch(path: Path, detected: str, wanted: str) -> None:
+    if wanted != "auto" and wanted != detected:
+        names = {"resnet": "a ResNet (CycleGAN) generator", "unet": "a U-Net (pix2pix) generator"}
+        raise CheckpointError(
+            f"checkpoint {path} holds {names[detected]}, but arch={wanted} was asked for. "
+            f"Set arch=auto (or arch={detected}) to load it as it is."
+        )
+
+
+def _load_strict(path: Path, net: nn.Module, state: dict, what: str) -> None:
+    """load_state_dict(strict=True) with a short diagnosis instead of PyTorch's full key listing."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the {what} it describes: {'; '.join(parts)}. "
+            "The file is probably of another architecture or damaged; give the generator file saved with this one."
+        )
+    net.load_state_dict(state, strict=True)

@@ -1,0 +1,247 @@
+"""Translate files and folders on disk: what ``predict.py`` runs.
+
+Guarantees: an input is never written over (outputs that would land on an input are refused before any work);
+every output is written to a temporary file and renamed, so an interrupted run leaves only whole images; a rerun
+skips images whose outputs all exist (``overwrite=true`` redoes them), so a half-done folder resumes.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, LoadedImage, find_images, load_image
+from cyclegan_lightning.errors import ConfigError, DataError
+from cyclegan_lightning.inference.translator import Translator, to_pil
+
+log = logging.getLogger(__name__)
+SAVE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class Job:
+    """One input file and the outputs it should produce (kind -> path)."""
+
+    src: Path
+    rel: Path
+    outputs: dict[str, Path]
+
+
+@dataclass
+class PredictSummary:
+    translated: int
+    skipped: int
+    failed: list[str]
+    seconds: float
+    output_dir: Path
+
+    @property
+    def images_per_second(self) -> float:
+        return self.translated / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        return (
+            f"{self.translated} images translated, {self.skipped} already done{failed} in {self.seconds:.1f} s "
+            f"({self.images_per_second:.2f} images/s) -> {self.output_dir}"
+        )
+
+
+def collect_inputs(inputs: str | list[str], output_dir: Path) -> list[tuple[Path, Path]]:
+    """(file, name relative to its root) for each input file or folder (recursive), skipping ``output_dir``."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if not inputs:
+        raise ConfigError("input is empty: give input=<image or folder> (or a list: input=[a.png,b.png])")
+    out_resolved = output_dir.resolve()
+    found: list[tuple[Path, Path]] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            if item.resolve() == out_resolved:
+                raise ConfigError(
+                    f"output_dir {output_dir} is the input folder {item}: outputs would overwrite the inputs or mix "
+                    "with them. Choose another output_dir (a subfolder is fine)."
+                )
+            inside = item.resolve() in out_resolved.parents  # output_dir within the input: its files are not inputs
+            files = [f for f in find_images(item) if not (inside and out_resolved in f.resolve().parents)]
+            if not files:
+                raise DataError(f"input folder {item} holds no images (looked recursively for {', '.join(IMG_EXTENSIONS)}).")
+            found += [(f, f.relative_to(item)) for f in files]
+        elif item.is_file():
+            found.append((item, Path(item.name)))
+        else:
+            raise DataError(f"input {item}: no such file or folder. Give an image, a folder of images, or a list.")
+    rels = [rel.with_suffix("") for _, rel in found]
+    if len(set(rels)) != len(rels):
+        dup = next(r for r in rels if rels.count(r) > 1)
+        raise DataError(f"two inputs would write the same output name {dup}: rename one or run them separately.")
+    return found
+
+
+def plan_jobs(found: list[tuple[Path, Path]], output_dir: Path, directions: list[str], round_trip: bool, grid: bool,
+              ext: str) -> list[Job]:  # fmt: skip
+    """Output paths of every input; refuses any that would be an input file."""
+    single = len(directions) == 1
+    jobs = []
+    for src, rel in found:
+        name = rel.with_suffix(ext)
+        outputs = {}
+        for d in directions:
+            base = output_dir if single else output_dir / d
+            outputs[d] = base / name
+            if round_trip:
+                outputs[f"{d}_cycle"] = output_dir / f"{d}_cycle" / name
+            if grid:
+                outputs[f"{d}_grid"] = output_dir / f"{d}_grid" / name
+        jobs.append(Job(src, rel, outputs))
+    inputs = {src.resolve() for src, _ in found}
+    for job in jobs:
+        for path in job.outputs.values():
+            if path.resolve() in inputs:
+                raise ConfigError(
+                    f"output {path} would overwrite the input {path}. Choose another output_dir "
+                    "(outputs keep the inputs' relative names)."
+                )
+    return jobs
+
+
+def save_atomic(loaded: LoadedImage, path: Path) -> None:
+    """Write through a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = to_pil(loaded)
+    if img.mode in ("RGBA", "LA") and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")  # these formats have no alpha
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            img.save(tmp, format="JPEG", quality=95)
+        else:
+            img.save(tmp, format=_pil_format(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pil_format(path: Path) -> str:
+    return {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}[path.suffix.lower()]
+
+
+def side_by_side(*images: LoadedImage) -> LoadedImage:
+    """Images of equal height next to each other (grayscale shown as RGB), 4 white pixels apart."""
+    rgb = [im.image.expand(3, -1, -1) if im.image.shape[0] == 1 else im.image for im in images]
+    h = rgb[0].shape[1]
+    gap = torch.ones(3, h, 4)
+    parts = []
+    for i, im in enumerate(rgb):
+        parts += [im] if i == 0 else [gap, im]
+    return LoadedImage(torch.cat(parts, dim=2))
+
+
+def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit: int = 500) -> Path:
+    """``index.html``: one row per input with its outputs, like the reference's results page."""
+    kinds = [k for k in jobs[0].outputs] if jobs else []
+    rows = []
+    for job in jobs[:limit]:
+        cells = [f'<td><img src="{html.escape(os.path.relpath(job.src.resolve(), output_dir.resolve()))}" width="256">'
+                 f"<br>{html.escape(str(job.rel))}</td>"]  # fmt: skip
+        for k in kinds:
+            rel = os.path.relpath(job.outputs[k], output_dir)
+            cells.append(f'<td><img src="{html.escape(rel)}" width="256"></td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "<tr><th>input</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in kinds) + "</tr>"
+    more = f"<p>first {limit} of {len(jobs)} shown</p>" if len(jobs) > limit else ""
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cyclegan-lightning results</title></head><body>"
+        f"<h1>Translations ({', '.join(directions)})</h1>{more}<table border='1'>{head}{''.join(rows)}</table></body></html>"
+    )
+    path = output_dir / "index.html"
+    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=output_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    return path
+
+
+def run_prediction(
+    translator: Translator,
+    inputs: str | list[str],
+    output_dir: str | Path,
+    direction: str = "a2b",  # a2b | b2a | both
+    round_trip: bool = False,  # also write A -> B -> A (the cycle reconstruction)
+    grid: bool = False,  # also write input | output (| reconstruction) side by side
+    html_index: bool = True,
+    overwrite: bool = False,  # redo images whose outputs exist
+    batch_size: int = 1,  # images of the same size per forward
+    ext: str = ".png",
+    on_bad_image: str = "skip",  # skip | fail
+    progress: bool = True,
+) -> PredictSummary:
+    """Translate every input; returns counts and timing (also logged as one summary line)."""
+    output_dir = Path(output_dir)
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if ext.lower() not in SAVE_EXTENSIONS:
+        raise ConfigError(f"ext={ext}: choose one of {', '.join(SAVE_EXTENSIONS)}")
+    if on_bad_image not in ("skip", "fail"):
+        raise ConfigError(f"on_bad_image must be skip or fail, got {on_bad_image!r}")
+    directions = list(translator.directions) if direction == "both" else [direction]
+    for d in directions:
+        if d not in ("a2b", "b2a"):
+            raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
+        translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
+    jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
+    def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
+        if overwrite:
+            return set(directions)
+        return {d for d in directions if not all(p.is_file() for k, p in job.outputs.items() if k.split("_")[0] == d)}
+
+    todo = [(j, todo_dirs) for j in jobs if (todo_dirs := pending(j))]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info("%d of %d images already translated in %s: skipped (overwrite=true redoes them)", skipped, len(jobs), output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="translating", unit="img", disable=not progress)
+    for i in range(0, len(todo), max(1, batch_size)):
+        chunk = todo[i : i + max(1, batch_size)]
+        for d in directions:
+            there, back = d, ("b2a" if d == "a2b" else "a2b")
+            loaded, ok = [], []
+            for job in (job for job, todo_dirs in chunk if d in todo_dirs):
+                try:
+                    loaded.append(load_image(job.src, translator.channels_in(d)))
+                    ok.append(job)
+                except ImageLoadError as exc:
+                    if on_bad_image == "fail":
+                        raise
+                    log.warning("%s", exc)
+                    if str(job.src) not in failed:
+                        failed.append(str(job.src))
+            if not loaded:
+                continue
+            fakes = translator.translate_loaded(loaded, there)
+            recs = translator.translate_loaded(fakes, back) if round_trip else [None] * len(fakes)
+            for job, real, fake, rec in zip(ok, loaded, fakes, recs):
+                if grid:
+                    save_atomic(side_by_side(*(x for x in (real, fake, rec) if x is not None)), job.outputs[f"{d}_grid"])
+                if rec is not None:
+                    save_atomic(rec, job.outputs[f"{d}_cycle"])
+                save_atomic(fake, job.outputs[d])  # the main output last: its presence means the job is done
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - start
+    if html_index and jobs:
+        write_index(output_dir, jobs, directions)
+    summary = PredictSummary(len(todo) - len(failed), skipped, failed, seconds, output_dir)
+    log.info("%s", summary.line())
+    return summary

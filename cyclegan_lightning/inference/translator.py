@@ -1,0 +1,177 @@
+"""Translate images from Python: load a checkpoint once, then translate PIL images, tensors or files.
+
+    from cyclegan_lightning.inference import Translator
+    translator = Translator.from_checkpoint("outputs/demo/runs/.../checkpoints/last.ckpt")
+    zebra = translator(Image.open("horse.jpg"))              # PIL in, PIL out, same size (alpha kept)
+    batch = translator.translate_tensor(x, "b2a")            # (N, C, H, W) in [0, 1] -> same shape in [0, 1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from cyclegan_lightning.data.images import LoadedImage, _normalise_mode, _to_float_array, load_image
+from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.inference.checkpoints import LoadedGenerators, load_generators
+from cyclegan_lightning.inference.tiling import translate_padded, translate_tiled
+
+DIRECTIONS = ("a2b", "b2a")
+PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
+
+
+def auto_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``: the first CUDA GPU, else Apple's MPS, else the CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Translator:
+    """Generators loaded once, in eval mode, on one device; translate images in either direction.
+
+    ``tile_size``: images whose longer side exceeds it are translated tile by tile with ``tile_overlap`` pixels of
+    overlap (bounded memory); ``None`` never tiles. ``precision``: ``32`` | ``bf16`` | ``16`` autocast.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedGenerators,
+        device: str | torch.device | None = "auto",  # auto | cpu | cuda | cuda:1 | mps
+        precision: str = "32",  # 32 | bf16 | 16: autocast dtype of the convolutions
+        tile_size: int | None = 1024,  # tile images with a side above this (None: never)
+        tile_overlap: int = 128,  # pixels shared by neighbouring tiles, blended
+        tile_batch_size: int = 1,  # tiles run per forward
+        stats_size: int = 1024,  # tiled images up to this side get exact instance-norm statistics
+    ):
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        self.loaded = loaded
+        self.device = auto_device(device)
+        self.dtype = PRECISIONS[str(precision)]
+        self.tile_size, self.tile_overlap, self.tile_batch_size = tile_size, tile_overlap, tile_batch_size
+        self.stats_size = stats_size
+        self.generators: dict[str, nn.Module] = {d: g.to(self.device).eval() for d, g in loaded.generators.items()}
+        for gen in self.generators.values():
+            gen.requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str = "auto", norm: str | None = None, **kwargs) -> Translator:
+        """Load a train.py ``.ckpt`` or a reference ``*_net_G*.pth`` (see ``inference.checkpoints``)."""
+        return cls(load_generators(path, arch=arch, norm=norm), **kwargs)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(self.generators)
+
+    def channels_in(self, direction: str) -> int:
+        return self.loaded.channels[direction[0]]
+
+    def _generator(self, direction: str) -> nn.Module:
+        if direction not in self.generators:
+            have = ", ".join(self.generators)
+            raise ConfigError(
+                f"direction={direction}: {self.loaded.path.name} has no {direction} generator (it has: {have}). "
+                f"Use direction={have.split(', ')[0]}"
+                + (", or give the *_net_G_B.pth beside *_net_G_A.pth for b2a." if self.loaded.source == "reference" else ".")
+            )
+        return self.generators[direction]
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ---- tensors -------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def translate_tensor(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        """(C, H, W) or (N, C, H, W) in [0, 1] -> the translation, same layout and size, in [0, 1], float32, on the
+        input's device. Large images (either side over ``tile_size``) are tiled one image at a time."""
+        gen = self._generator(direction)
+        single = x.dim() == 3
+        batch = x[None] if single else x
+        want = self.channels_in(direction)
+        if batch.shape[1] != want:
+            if batch.shape[1] == 1 and want == 3:
+                batch = batch.expand(-1, 3, -1, -1)
+            elif batch.shape[1] == 3 and want == 1:
+                batch = (batch * torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            else:
+                raise ConfigError(f"the {direction} generator takes {want}-channel images, got {batch.shape[1]} channels")
+        x_in = batch.to(self.device, torch.float32) * 2 - 1
+        with self._autocast():
+            if self.tile_size and max(x_in.shape[-2:]) > self.tile_size:
+                out = torch.cat([
+                    translate_tiled(gen, img[None], self.tile_size, self.tile_overlap, self.tile_batch_size, self.stats_size)
+                    for img in x_in
+                ])  # fmt: skip
+            else:
+                out = translate_padded(gen, x_in)
+        out = ((out.float() + 1) / 2).clamp(0, 1).to(x.device)
+        return out[0] if single else out
+
+    # ---- images --------------------------------------------------------------------------------------------------
+    def translate_loaded(self, images: list[LoadedImage], direction: str = "a2b") -> list[LoadedImage]:
+        """Translate decoded images (same size ones in one batch); each keeps its alpha channel."""
+        outs: list[LoadedImage] = []
+        i = 0
+        while i < len(images):
+            j = i + 1
+            while j < len(images) and images[j].image.shape == images[i].image.shape:
+                j += 1
+            result = self.translate_tensor(torch.stack([im.image for im in images[i:j]]), direction)
+            outs += [LoadedImage(r, im.alpha) for r, im in zip(result, images[i:j])]
+            i = j
+        return outs
+
+    def __call__(self, image: Image.Image | torch.Tensor, direction: str = "a2b") -> Image.Image | torch.Tensor:
+        """PIL image -> PIL image (mode L/RGB, LA/RGBA if it had transparency); tensor -> ``translate_tensor``."""
+        if isinstance(image, torch.Tensor):
+            return self.translate_tensor(image, direction)
+        loaded = loaded_from_pil(image, self.channels_in(direction))
+        return to_pil(self.translate_loaded([loaded], direction)[0])
+
+    def translate_file(self, path: str | Path, direction: str = "a2b") -> LoadedImage:
+        return self.translate_loaded([load_image(path, self.channels_in(direction))], direction)[0]
+
+
+def loaded_from_pil(img: Image.Image, channels: int = 3) -> LoadedImage:
+    """A PIL image as ``load_image`` would decode it from a file: same mode handling, alpha split off."""
+    img, alpha = _normalise_mode(img)
+    tensor = torch.from_numpy(np.ascontiguousarray(_to_float_array(img))).permute(2, 0, 1)
+    if channels == 3 and tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif channels == 1 and tensor.shape[0] == 3:
+        tensor = (tensor * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    alpha_t = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None] if alpha is not None else None
+    return LoadedImage(tensor.contiguous(), alpha_t)
+
+
+def to_pil(loaded: LoadedImage) -> Image.Image:
+    """8-bit PIL image of a [0, 1] (C, H, W) tensor, with its alpha as a fourth (or second) channel if any."""
+    arr = (loaded.image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    if loaded.alpha is not None and loaded.alpha.shape[-2:] == arr.shape[-2:]:
+        arr = torch.cat([arr, (loaded.alpha.float().clamp(0, 1) * 255).round().to(torch.uint8)])
+    np_arr = arr.permute(1, 2, 0).numpy()
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[np_arr.shape[-1]]
+    return Image.fromarray(np_arr[..., 0] if mode == "L" else np_arr, mode)
+
+
+def build_translator(ckpt_path: str | Path, options) -> Translator:
+    """A Translator from a ``conf/translator`` node (or any mapping with its keys)."""
+    o = dict(options)
+    return Translator.from_checkpoint(
+        ckpt_path, arch=o.get("arch", "auto"), norm=o.get("norm"), device=o.get("device", "auto"),
+        precision=str(o.get("precision", "32")), tile_size=o.get("tile_size", 1024),
+        tile_overlap=o.get("tile_overlap", 128), tile_batch_size=o.get("tile_batch_size", 1),
+        stats_size=o.get("stats_size", 1024),
+    )  # fmt: skip

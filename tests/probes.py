@@ -1,0 +1,126 @@
+"""Test-only callbacks, added to a ``python train.py`` subprocess through Hydra overrides such as
+``+callbacks.probe._target_=probes.RankProbe +callbacks.probe.out_dir=/tmp/x`` (with ``tests/`` on PYTHONPATH),
+so the subprocess runs the real entry point and config with nothing patched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from lightning import Callback
+
+
+def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and raw bytes of every tensor: equal iff bitwise equal."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class RankProbe(Callback):
+    """Each rank writes ``out_dir/rank<r>.json``: the A images it trained on and a hash of its final weights."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+        self.paths_a: list[str] = []
+        self.paths_b: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.paths_a += list(batch["path_a"])
+        self.paths_b += list(batch["path_b"])
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "paths_a": self.paths_a,
+            "paths_b": self.paths_b,
+            "weights": state_hash(pl_module.state_dict()),
+            "epoch": trainer.current_epoch,
+        }
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class SlowBatches(Callback):
+    """Sleep after each training batch so a test can signal the process mid-epoch; touches ``marker`` once
+    ``after_batches`` batches are done."""
+
+    def __init__(self, seconds: float = 0.2, marker: str | None = None, after_batches: int = 1):
+        self.seconds, self.marker, self.after = seconds, marker, after_batches
+        self.done = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.done += 1
+        if self.marker and self.done == self.after:
+            Path(self.marker).touch()
+        time.sleep(self.seconds)
+
+
+class FailOnJob(Callback):
+    """Raise in ``setup`` when this is multirun job number ``job_num`` (a crashing sweep trial); ``None``: always."""
+
+    def __init__(self, job_num: int | None = 0):
+        self.job_num = job_num
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if self.job_num is None or HydraConfig.get().job.num == self.job_num:  # None: always
+            raise RuntimeError(f"probe: job {self.job_num} fails on purpose")
+
+
+# ---- running the real entry point ------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_py(args: list[str], root: Path, env: dict | None = None, timeout: float = 300, check: bool = True):
+    """Run ``python train.py *args`` with ``tests/`` importable and ``outputs/`` under ``root``; return the result.
+
+    ``CYCLEGAN_ROOT=root`` keeps every run (and ``ckpt_path=auto``'s search) out of the project's own outputs/.
+    """
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root),
+                "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}  # fmt: skip
+    full_env.pop("CYCLEGAN_RESUMED_FROM", None)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=full_env,
+                            capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+class GradProbe(Callback):
+    """Records, after every batch, the norm of the gradients each optimizer stepped on (generators and
+    discriminators have disjoint parameters and each backward touches only its own, so they are still there),
+    the dtype the generators compute in and the AMP loss scale. The last instance is ``GradProbe.last``."""
+
+    last: "GradProbe | None" = None
+
+    def __init__(self):
+        self.step_norms: list[float] = []
+        self.output_dtypes: set[torch.dtype] = set()
+        self.scales: list[float] = []
+        GradProbe.last = self
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.gen_a2b.register_forward_hook(lambda m, i, out: self.output_dtypes.add(out.dtype))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for opt in trainer.optimizers:
+            grads = [p.grad.float() for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            norms = torch.stack([torch.linalg.vector_norm(x) for x in grads])
+            self.step_norms.append(torch.linalg.vector_norm(norms).item())
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            self.scales.append(float(scaler.get_scale()))

@@ -1,0 +1,91 @@
+"""Real 2-process DDP on CPU (gloo) through ``python train.py trainer=ddp_cpu`` in a subprocess.
+
+In-process DDP under pytest would re-launch pytest itself in the child (pitfall 6), so the test runs the real
+entry point and reads back what each rank wrote through ``tests/probes.py``'s ``RankProbe`` callback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY, make_dataset
+from probes import state_hash, train_py
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    data = make_dataset(tmp / "data", n_train=8)
+    train_py(
+        ["trainer=ddp_cpu", *TINY, f"data.root={data}", "trainer.max_epochs=1", "model.pool_size=2",
+         f"hydra.run.dir={tmp / 'run'}",
+         "+callbacks.probe._target_=probes.RankProbe", f"+callbacks.probe.out_dir={tmp / 'probe'}"],
+        root=tmp,
+    )  # fmt: skip
+    return tmp
+
+
+def test_ddp_cpu_two_ranks_split_data_and_end_identical(ddp_run: Path):
+    ranks = [json.loads((ddp_run / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # DistributedSampler: the 8 A images are split, 4 per rank, none seen twice
+    seen = [set(r["paths_a"]) for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 4 and not seen[0] & seen[1]
+    assert len(seen[0] | seen[1]) == 8
+    # the random B partners (and crops/flips) differ too: each rank is seeded seed + rank
+    assert ranks[0]["paths_b"] != ranks[1]["paths_b"]
+    # gradients are all-reduced: both ranks end with bitwise identical weights, equal to the saved checkpoint
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    ckpt = torch.load(ddp_run / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state_hash(ckpt["state_dict"]) == ranks[0]["weights"]
+    # each rank's own image pool and random state is in the checkpoint (gathered to rank 0)
+    pools = [s["image_pools"]["a"]["images"] for s in ckpt["rank_states"]]
+    assert len(pools) == 2 and not torch.equal(pools[0][0], pools[1][0])
+
+
+def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
+    run = ddp_run / "run"
+    assert {p.name for p in run.iterdir()} - {".run.lock"} == {
+        ".hydra", "checkpoints", "csv", "samples", "train.log", "train_ddp_process_1.log"
+    }  # rank 1 adds only its log: no second run folder, config, logger version or checkpoint set
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch0000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "latest.png"]
+    assert not (ddp_run / "outputs").exists()  # nothing went to a default Hydra run folder
+    hparams = yaml.safe_load((run / "csv" / "hparams.yaml").read_text())
+    assert hparams["world_size"] == 2 and hparams["effective_batch_size"] == 2 * hparams["data"]["batch_size"]
+
+
+def test_multirun_with_process_spawning_ddp_is_refused(train_cfg):
+    """Pitfall 6: in a multirun, Lightning's re-launched DDP ranks would each re-run the whole sweep."""
+    from cyclegan_lightning.errors import ConfigError
+    from cyclegan_lightning.training import run_training
+
+    cfg = train_cfg("trainer=ddp_cpu", "hydra.mode=MULTIRUN")
+    with pytest.raises(ConfigError, match="re-run the whole sweep"):
+        run_training(cfg)
+
+
+@pytest.mark.slow
+def test_ddp_resume_restores_each_ranks_pools_and_rng(ddp_run: Path):
+    """2 DDP epochs straight == the 1-epoch run above resumed for a 2nd epoch, on both ranks (about 90 s)."""
+    data = ddp_run / "data"
+    common = ["trainer=ddp_cpu", *TINY, f"data.root={data}", "trainer.max_epochs=2", "model.pool_size=2"]
+    for name, extra in (("straight", []), ("resumed", [f"ckpt_path={ddp_run / 'run/checkpoints/last.ckpt'}"])):
+        train_py([*common, *extra, f"hydra.run.dir={ddp_run / name}", "+callbacks.probe._target_=probes.RankProbe",
+                  f"+callbacks.probe.out_dir={ddp_run / (name + '-probe')}"], root=ddp_run)  # fmt: skip
+    for rank in (0, 1):
+        straight = json.loads((ddp_run / "straight-probe" / f"rank{rank}.json").read_text())
+        resumed = json.loads((ddp_run / "resumed-probe" / f"rank{rank}.json").read_text())
+        assert resumed["weights"] == straight["weights"]
+        assert resumed["paths_b"] == straight["paths_b"][len(straight["paths_b"]) // 2 :]  # epoch 2's B draws
+    a, b = (torch.load(ddp_run / n / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+            for n in ("straight", "resumed"))  # fmt: skip
+    for sa, sb in zip(a["rank_states"], b["rank_states"], strict=True):
+        for d in "ab":
+            pool_a, pool_b = sa["image_pools"][d]["images"], sb["image_pools"][d]["images"]
+            assert len(pool_a) == len(pool_b) == 2 and all(torch.equal(x, y) for x, y in zip(pool_a, pool_b))

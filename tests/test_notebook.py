@@ -1,0 +1,35 @@
+"""notebooks/quickstart.ipynb executes headless from a clean state (trains its tiny run) and is stored clean."""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT
+
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+
+
+def test_notebook_is_stored_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_notebook_executes(tmp_path, monkeypatch):
+    if not (ROOT / "data" / "demo" / "testA").is_dir():
+        pytest.skip("demo data not built (the notebook would build it; too slow for this test)")
+    monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path))
+    monkeypatch.setenv("QUICKSTART_TRAIN", "1")  # the no-checkpoint path: train a tiny run
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny networks: threads only contend (CI machines are shared)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    assert (tmp_path / "tiny_run" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "translated" / "index.html").is_file()
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the translation grid and the loss plot
+    assert not os.environ.get("QUICKSTART_CKPT")

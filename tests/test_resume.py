@@ -1,0 +1,153 @@
+"""Resume: exact continuation, ``ckpt_path=auto``, SIGTERM and SIGKILL mid-run, and atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, compose_train_cfg, make_dataset
+from probes import ROOT
+
+from cyclegan_lightning import resume
+from cyclegan_lightning.checkpoint_io import AtomicCheckpointIO
+from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.training import run_training
+
+EXACT = ["logger=csv", "model.pool_size=2"]  # a pool of 2 fills in the first epoch, so its random swaps run too
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    for name, tensor in a["state_dict"].items():  # generators, discriminators (and the val metric buffers)
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):  # Adam moments and steps
+        for pid, state in opt_a["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, opt_b["state"][pid][key]), (pid, key)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    for domain in "ab":
+        pool_a, pool_b = a["image_pools"][domain], b["image_pools"][domain]
+        assert len(pool_a["images"]) == len(pool_b["images"]) == 2
+        assert all(torch.equal(x, y) for x, y in zip(pool_a["images"], pool_b["images"]))
+        assert torch.equal(pool_a["rng_state"], pool_b["rng_state"])
+
+
+def test_resume_is_bitwise_exact(tmp_path: Path, monkeypatch):
+    """2 epochs straight == 1 epoch, then resume for the 2nd: weights, Adam moments, LR schedule, pools."""
+    data = make_dataset(tmp_path / "data")
+
+    def run(out: str, *overrides: str) -> dict:
+        cfg = compose_train_cfg([f"data.root={data}", *EXACT, *overrides], tmp_path / out)
+        run_training(cfg)
+        return _load(tmp_path / out / "checkpoints" / "last.ckpt")
+
+    straight = run("straight", "trainer.max_epochs=2")
+    run("first", "trainer.max_epochs=1")
+    resumed = run("second", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
+    _assert_same_training_state(straight, resumed)
+    assert resumed["epoch"] == 2 - 1 and resumed["global_step"] == 2 * 2 * 2  # epochs x batches x optimizers
+
+    # the random states are what makes it exact: resuming without them draws other crops, flips and B partners
+    monkeypatch.setattr(resume, "restore_rng_states", lambda states: None)
+    drifted = run("drifted", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
+    assert not all(torch.equal(v, drifted["state_dict"][k]) for k, v in straight["state_dict"].items())
+
+
+def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(resume.RESOLVED_ENV, raising=False)
+    logs = tmp_path / "outputs"
+    for i, rel in enumerate(["demo/runs/t1", "demo/multiruns/t2/0", "demo/runs/t3", "other/runs/t9"]):
+        path = logs / rel / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+    os.utime(logs / "demo/multiruns/t2/0/checkpoints/last.ckpt", (5000, 5000))  # newest of demo
+    (logs / "demo/runs/t4/checkpoints").mkdir(parents=True)  # the fresh run's own folder: empty
+    assert resume.resolve_ckpt_path("auto", logs, "demo") == str(logs / "demo/multiruns/t2/0/checkpoints/last.ckpt")
+    assert resume.resolve_ckpt_path("auto", logs, "nothing-yet") is None  # first launch: from scratch, logged
+    # in a multirun each job only resumes itself (a re-queued SLURM job), never a sibling's checkpoint
+    own = logs / "demo/multiruns/t2/0"
+    assert resume.resolve_ckpt_path("auto", logs, "demo", multirun=True, output_dir=own) == str(
+        own / "checkpoints/last.ckpt"
+    )
+    assert resume.resolve_ckpt_path("auto", logs, "demo", multirun=True, output_dir=logs / "demo/x/1") is None
+    with pytest.raises(CheckpointError, match="no such file"):
+        resume.resolve_ckpt_path(str(tmp_path / "typo.ckpt"), logs, "demo")
+
+
+def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, target)
+    before = target.read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"partial checkpoint bytes")  # the write starts, then the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint there is unchanged"):
+        io.save_checkpoint({"step": torch.tensor(2)}, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert io.load_checkpoint(target)["step"].item() == 1
+
+
+def _start(args: list[str], root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop(resume.RESOLVED_ENV, None)
+    log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"train.py ended early with {proc.returncode}"
+        assert time.monotonic() < deadline, "timed out waiting for training to start"
+        time.sleep(0.1)
+
+
+def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path: Path):
+    """SIGTERM mid-epoch 1: checkpoint + clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
+    data = make_dataset(tmp_path / "data")
+    runs = tmp_path / "outputs" / "demo" / "runs"  # experiment=demo (the default) names runs "demo"
+    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto",
+              "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.5"]  # fmt: skip
+
+    def launch(name: str, after_batches: int) -> tuple[subprocess.Popen, Path]:
+        marker = tmp_path / f"{name}.marker"
+        proc = _start([*common, f"hydra.run.dir={runs / name}", f"+callbacks.slow.marker={marker}",
+                       f"+callbacks.slow.after_batches={after_batches}"], tmp_path)  # fmt: skip
+        _wait_for(marker, proc)
+        return proc, runs / name / "checkpoints" / "last.ckpt"
+
+    proc, ckpt = launch("first", after_batches=1)  # 1 of the 2 batches of epoch 1 done
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    state = _load(ckpt)
+    assert state["epoch"] == 0 and state["global_step"] == 2  # saved mid-epoch, after batch 1 (2 optimizer steps)
+
+    proc, ckpt = launch("second", after_batches=2)  # finishes epoch 1 (1 batch), then 1 batch into epoch 2
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait(timeout=60)
+    state = _load(ckpt)  # the end-of-epoch-1 checkpoint is intact (written atomically)
+    assert state["epoch"] == 0 and state["global_step"] == 4
+
+    proc = _start([*common, f"hydra.run.dir={runs / 'third'}"], tmp_path)
+    assert proc.wait(timeout=180) == 0
+    final = _load(runs / "third" / "checkpoints" / "last.ckpt")
+    assert final["epoch"] == 1 and final["global_step"] == 2 * 2 * 2
