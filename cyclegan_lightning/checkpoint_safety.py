@@ -69,6 +69,23 @@ def _describe_networks(hparams: dict) -> str:
     )
 
 
+def state_mismatch(expected: dict, state: dict) -> list[str]:
+    """Short description of how ``state`` differs from ``expected`` (missing, unexpected, reshaped keys), instead
+    of PyTorch's full key listing; empty when they match."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+    return parts
+
+
 def check_compatible(model: nn.Module, checkpoint: dict, path: str | Path | None = None) -> None:
     """Raise ``CheckpointError`` unless ``checkpoint`` is a CycleGAN checkpoint this version reads into ``model``."""
     from cyclegan_lightning.module import CHECKPOINT_FORMAT  # late: module imports this file
@@ -91,20 +108,9 @@ def check_compatible(model: nn.Module, checkpoint: dict, path: str | Path | None
     expected = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in NETWORKS}
     state = {k.replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()}
     expected = {k.replace("_orig_mod.", ""): v for k, v in expected.items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k.split(".", 1)[0] in NETWORKS and k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
-            )
+    state = {k: v for k, v in state.items() if k.split(".", 1)[0] in NETWORKS}
+    parts = state_mismatch(expected, state)
+    if parts:
         saved = checkpoint.get("hyper_parameters") or {}
         ours = dict(getattr(model, "hparams", {}) or {})
         raise CheckpointError(

@@ -20,11 +20,13 @@ odd files the same way:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -99,15 +101,10 @@ def _normalise_mode(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     return img, alpha
 
 
-def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
-    """Decode ``path`` fully into a ``LoadedImage`` with ``channels`` (1 or 3) channels.
-
-    Raises ``ImageLoadError`` naming the file for anything unreadable: missing, empty, truncated, corrupt,
-    not an image, or larger than ``MAX_IMAGE_PIXELS``.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    path = Path(path)
+@contextlib.contextmanager
+def _open_image(path: Path, failure: str) -> Iterator[Image.Image]:
+    """Open ``path`` with our decoders only and the pixel limit; any failure, in here or in the caller's block
+    (decoding happens there), becomes an ``ImageLoadError`` naming the file, described by ``failure``."""
     try:
         if path.stat().st_size == 0:
             raise ImageLoadError(path, "the file is empty (0 bytes)")
@@ -115,12 +112,8 @@ def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
             with Image.open(path, formats=PIL_FORMATS) as img:
-                img.seek(0)  # first frame of animations
                 _check_size(path, img.size)
-                img = ImageOps.exif_transpose(img) or img
-                img.load()
-                img, alpha = _normalise_mode(img)
-                arr = _to_float_array(img)
+                yield img
     except ImageLoadError:
         raise
     except FileNotFoundError:
@@ -135,8 +128,25 @@ def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
         ) from None
     except MemoryError:
         raise ImageLoadError(path, "out of memory while decoding it") from None
-    except Exception as exc:  # noqa: BLE001 -- truncated / corrupt data: decoders raise many types on hostile input
-        raise ImageLoadError(path, f"corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 -- decoders raise many types on hostile input
+        raise ImageLoadError(path, f"{failure} ({type(exc).__name__}: {exc})") from None
+
+
+def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
+    """Decode ``path`` fully into a ``LoadedImage`` with ``channels`` (1 or 3) channels.
+
+    Raises ``ImageLoadError`` naming the file for anything unreadable: missing, empty, truncated, corrupt,
+    not an image, or larger than ``MAX_IMAGE_PIXELS``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    path = Path(path)
+    with _open_image(path, "corrupt or truncated") as img:
+        img.seek(0)  # first frame of animations
+        img = ImageOps.exif_transpose(img) or img
+        img.load()
+        img, alpha = _normalise_mode(img)
+        arr = _to_float_array(img)
 
     tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     if channels == 3 and tensor.shape[0] == 1:
@@ -151,31 +161,11 @@ def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header alone, checking the file opens as an image; cheap pre-flight check."""
     path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageLoadError(path, "the file is empty (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-            with Image.open(path, formats=PIL_FORMATS) as img:
-                size = img.size
-                _check_size(path, size)
-                # Pillow's TIFF reader already reports (and decodes) the oriented size; other formats do not
-                w, h = (size[1], size[0]) if img.format != "TIFF" and _exif_rotates(img) else size
-    except ImageLoadError:
-        raise
-    except FileNotFoundError:
-        raise ImageLoadError(path, "no such file") from None
-    except PermissionError:
-        raise ImageLoadError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(path, f"not an image file of a format we read ({', '.join(PIL_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(
-            path, f"too many pixels ({exc}); cyclegan_lightning.data.images.MAX_IMAGE_PIXELS is the limit"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 -- hostile headers raise many types
-        raise ImageLoadError(path, f"unreadable header ({type(exc).__name__}: {exc})") from None
+    with _open_image(path, "unreadable header") as img:
+        w, h = img.size
+        # Pillow's TIFF reader already reports (and decodes) the oriented size; other formats do not
+        if img.format != "TIFF" and _exif_rotates(img):
+            w, h = h, w
     return w, h
 
 

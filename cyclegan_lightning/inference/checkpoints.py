@@ -23,7 +23,7 @@ import hydra
 import torch
 from torch import nn
 
-from cyclegan_lightning.checkpoint_safety import safe_load
+from cyclegan_lightning.checkpoint_safety import safe_load, state_mismatch
 from cyclegan_lightning.errors import CheckpointError
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
 
@@ -208,19 +208,8 @@ def _check_arch(path: Path, detected: str, wanted: str) -> None:
 
 def _load_strict(path: Path, net: nn.Module, state: dict, what: str) -> None:
     """load_state_dict(strict=True) with a short diagnosis instead of PyTorch's full key listing."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+    parts = state_mismatch(net.state_dict(), state)
+    if parts:
         raise CheckpointError(
             f"checkpoint {path} does not fit the {what} it describes: {'; '.join(parts)}. "
             "The file is probably of another architecture or damaged; give the generator file saved with this one."
