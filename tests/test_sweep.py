@@ -3,7 +3,6 @@ W&B run) and an Optuna study in which a crashing trial does not end the study.""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -40,9 +39,8 @@ def test_grid_sweep_gives_each_job_its_own_folder_and_logger_runs(tmp_path: Path
     assert not (tmp_path / "outputs").exists()  # no stray single-run folder
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                    reason="optional extra: pip install -e '.[optuna]'")  # fmt: skip
 def test_optuna_study_survives_a_failed_trial(tmp_path: Path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
     data = make_dataset(tmp_path / "data")
     sweep = tmp_path / "study"
     result = train_py(
