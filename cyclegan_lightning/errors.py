@@ -22,3 +22,7 @@ class ConfigError(CycleGANError):
 
 class NumericalError(CycleGANError):
     """Training produced a NaN or Inf (a loss or the weights); nothing poisoned was applied or saved."""
+
+
+class OutputError(CycleGANError):
+    """An output (prediction, grid, export) cannot be written: disk full, permission denied."""

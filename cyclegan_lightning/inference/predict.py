@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, LoadedImage, find_images, load_image
-from cyclegan_lightning.errors import ConfigError, DataError
+from cyclegan_lightning.errors import ConfigError, DataError, OutputError
 from cyclegan_lightning.inference.translator import Translator, to_pil
 
 log = logging.getLogger(__name__)
@@ -115,20 +115,27 @@ def plan_jobs(found: list[tuple[Path, Path]], output_dir: Path, directions: list
 
 def save_atomic(loaded: LoadedImage, path: Path) -> None:
     """Write through a temporary file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = to_pil(loaded)
     if img.mode in ("RGBA", "LA") and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
         img = img.convert("RGB" if img.mode == "RGBA" else "L")  # these formats have no alpha
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
         if path.suffix.lower() in (".jpg", ".jpeg"):
             img.save(tmp, format="JPEG", quality=95)
         else:
             img.save(tmp, format=_pil_format(path))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, permission denied, read-only file system
+            raise OutputError(
+                f"cannot write {path}: {exc.strerror or exc}. Earlier outputs are intact; free space or fix the "
+                "folder's permissions, then run the same command again (finished images are skipped)."
+            ) from exc
         raise
 
 
