@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -57,7 +58,7 @@ class UnpairedDataModule(LightningDataModule):
         max_dataset_size: int | None = None,  # use at most this many images per domain
         batch_size: int = 1,  # per device
         num_workers: int = 4,
-        pin_memory: bool = True,
+        pin_memory: bool = True,  # page-locked batches for faster host-to-GPU copies; ignored without CUDA
         persistent_workers: bool = True,
         on_bad_image: str = "skip",  # skip | fail: what an unreadable image does (before and during training)
         check_images: str = "header",  # header | full | none: pre-flight check of every file
@@ -187,7 +188,7 @@ class UnpairedDataModule(LightningDataModule):
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
             num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
         )
 
