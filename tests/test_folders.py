@@ -32,9 +32,7 @@ def test_symlink_loops_end_and_list_each_image_once(tmp_path):
     (root / "self").symlink_to(".", target_is_directory=True)  # trainA/self -> trainA
     (root / "sub" / "deeper").mkdir()
     (root / "sub" / "deeper" / "up").symlink_to("../..", target_is_directory=True)
-    start = time.perf_counter()
-    found = find_images(root)
-    assert time.perf_counter() - start < 5
+    found = find_images(root)  # a loop that were followed would never return (pytest-timeout ends it)
     assert sorted(p.name for p in found) == ["img_000.png", "img_001.png"]
 
 
@@ -152,16 +150,17 @@ def test_names_with_spaces_and_non_ascii_characters(tmp_path):
 
 
 @pytest.mark.slow
-def test_tens_of_thousands_of_files_list_fast_and_small_slow(tmp_path):
-    _many_files(tmp_path, 100_000, max_seconds=15.0, max_mib=40)
+def test_a_hundred_thousand_files_list_in_bounded_memory(tmp_path):
+    _many_files(tmp_path, 100_000, max_mib=40)
 
 
-def test_ten_thousand_files_list_fast_and_small(tmp_path):
-    # generous bounds for shared CI machines (measured 0.9 s / 3.1 MiB on a loaded 2-core box); 100,000 in the slow test
-    _many_files(tmp_path, 10_000, max_seconds=4.0, max_mib=8)
+def test_ten_thousand_files_list_in_bounded_memory(tmp_path):
+    # memory is bounded (tracemalloc is deterministic); the time is printed, not asserted: speed belongs to
+    # benchmarks (measured 0.9 s / 3.1 MiB on a loaded 2-core box); 100,000 files in the slow test
+    _many_files(tmp_path, 10_000, max_mib=8)
 
 
-def _many_files(tmp_path: Path, n: int, max_seconds: float, max_mib: float) -> None:
+def _many_files(tmp_path: Path, n: int, max_mib: float) -> None:
     root = tmp_path / "many"
     per_dir = 1000
     for d in range(n // per_dir):
@@ -181,7 +180,7 @@ def _many_files(tmp_path: Path, n: int, max_seconds: float, max_mib: float) -> N
     assert len(found) == n * 9 // 10
     assert found == sorted(found)
     print(f"find_images: {n} files in {seconds:.2f} s, peak {peak:.1f} MiB (tracemalloc)")
-    assert seconds < max_seconds and peak < max_mib
+    assert peak < max_mib
 
 
 def test_unreadable_top_folder_is_a_data_error_naming_it(tmp_path, monkeypatch):
