@@ -131,13 +131,12 @@ def save_run_state(module: LightningModule, checkpoint: dict[str, Any]) -> None:
     matched on all ranks.
     """
     trainer = module._trainer
-    state = _rank_state(module)
-    checkpoint["rng_states"] = state["rng_states"]
+    checkpoint["rng_states"] = capture_rng_states()
     if trainer is None:
         return
-    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():  # pools + RNG of every rank
         gathered: list | None = [None] * trainer.world_size if trainer.global_rank == 0 else None
-        dist.gather_object(state, gathered, dst=0)
+        dist.gather_object(_rank_state(module), gathered, dst=0)
         checkpoint["rank_states"] = gathered
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
