@@ -13,6 +13,22 @@ here           role                         paper  reference
 ``disc_b``     judges real vs fake B        D_Y    netD_A
 =============  ===========================  =====  =========
 
+Logged losses keep the same naming; the reference's printed names for the same quantities differ, and swap A/B
+for the identity and discriminator terms:
+
+===================  ========================================  =========
+logged here          what it is                                reference
+===================  ========================================  =========
+``train/g/gan_a2b``  D_b(gen_a2b(A)) judged real               ``G_A``
+``train/g/gan_b2a``  D_a(gen_b2a(B)) judged real               ``G_B``
+``train/g/cycle_a``  \|gen_b2a(gen_a2b(A)) - A\| (weighted)    ``cycle_A``
+``train/g/cycle_b``  \|gen_a2b(gen_b2a(B)) - B\| (weighted)    ``cycle_B``
+``train/g/idt_a``    \|gen_b2a(A) - A\| (weighted)             ``idt_B``
+``train/g/idt_b``    \|gen_a2b(B) - B\| (weighted)             ``idt_A``
+``train/d/a``        disc_a on real A vs pooled fake A         ``D_B``
+``train/d/b``        disc_b on real B vs pooled fake B         ``D_A``
+===================  ========================================  =========
+
 One training step follows the reference exactly: one forward of both cycles, the generator step with the
 discriminators frozen, then the discriminator step on pooled, detached fakes made before the generator step.
 """
@@ -71,7 +87,7 @@ class CycleGAN(LightningModule):
         pool_size: int = 50,  # fakes stored per domain for the discriminators; 0 disables
         lr: float = 2e-4,  # initial learning rate of both optimizers
         betas: tuple[float, float] = (0.5, 0.999),  # Adam betas
-        lr_policy: str = "linear",  # linear | step | cosine, stepped once per epoch
+        lr_policy: str = "linear",  # linear | step | cosine | cosine_full, stepped once per epoch (schedulers.py)
         n_epochs: int = 100,  # epochs at the initial LR (linear policy)
         n_epochs_decay: int = 100,  # epochs of linear decay to zero that follow
         lr_step_epochs: int = 50,  # step policy: multiply by lr_gamma every this many epochs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, StepLR
 
-LR_POLICIES = ("linear", "step", "cosine")
+LR_POLICIES = ("linear", "step", "cosine", "cosine_full")
 
 
 class LinearDecay:
@@ -31,11 +31,15 @@ def build_scheduler(
     step_epochs: int = 50,
     gamma: float = 0.1,
 ) -> LRScheduler:
-    """``linear`` (the reference default), ``step`` (x ``gamma`` every ``step_epochs``) or ``cosine`` to zero."""
+    """``linear`` (the reference default), ``step`` (x ``gamma`` every ``step_epochs``), ``cosine`` (the reference's:
+    ``T_max = n_epochs``, so it reaches zero after ``n_epochs`` and rises again during the decay epochs) or
+    ``cosine_full`` (one half-cosine over the whole run, ``n_epochs + n_epochs_decay``, ending at zero)."""
     if policy == "linear":
         return LambdaLR(optimizer, LinearDecay(n_epochs, n_epochs_decay))
     if policy == "step":
         return StepLR(optimizer, step_size=step_epochs, gamma=gamma)
     if policy == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=max(1, n_epochs), eta_min=0.0)
+    if policy == "cosine_full":
         return CosineAnnealingLR(optimizer, T_max=max(1, n_epochs + n_epochs_decay), eta_min=0.0)
     raise ValueError(f"lr_policy must be one of {LR_POLICIES}, got {policy!r}")

@@ -131,8 +131,10 @@ def test_linear_lr_follows_reference_formula_at_first_middle_and_last_epoch():
 def test_step_and_cosine_policies():
     step = lrs_per_epoch(tiny_model(lr_policy="step", lr_step_epochs=2, lr_gamma=0.5, n_epochs=2, n_epochs_decay=2), 4)
     assert step == pytest.approx([2e-4, 2e-4, 1e-4, 1e-4])
-    cos = lrs_per_epoch(tiny_model(lr_policy="cosine", n_epochs=2, n_epochs_decay=2), 4)
+    cos = lrs_per_epoch(tiny_model(lr_policy="cosine_full", n_epochs=2, n_epochs_decay=2), 4)
     assert cos[0] == pytest.approx(2e-4) and cos[2] == pytest.approx(1e-4) and cos == sorted(cos, reverse=True)
+    ref_cos = lrs_per_epoch(tiny_model(lr_policy="cosine", n_epochs=2, n_epochs_decay=2), 4)
+    assert ref_cos == pytest.approx([2e-4, 1e-4, 0.0, 1e-4], abs=1e-12)  # the reference's T_max = n_epochs
 
 
 def test_validation_reports_cycle_error_and_never_touches_pools():

@@ -71,7 +71,7 @@ def test_norm_choice_controls_bias_and_norm_layers():
     none = ResnetGenerator(3, 3, ngf=4, n_blocks=1, norm="none")
     assert batch.model[1].bias is None and isinstance(batch.model[2], nn.BatchNorm2d)
     assert inst.model[1].bias is not None and isinstance(inst.model[2], nn.InstanceNorm2d)
-    assert none.model[1].bias is not None and isinstance(none.model[2], nn.Identity)
+    assert none.model[1].bias is None and isinstance(none.model[2], nn.Identity)  # as the reference: no bias either
     with pytest.raises(ValueError, match="norm"):
         ResnetGenerator(norm="group")
 

@@ -127,6 +127,11 @@ def _looks_like_discriminator(state: dict) -> bool:
     return last.shape[0] == 1 and last.shape[-1] in (1, 4) and not any("conv_block" in k for k in state)
 
 
+def _norm_from_bias(keys: set[str], first_conv_bias: str) -> str:
+    """Instance norm and no norm both lack parameters; the reference gives convs a bias only under instance norm."""
+    return "instance" if first_conv_bias in keys else "none"
+
+
 def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, dict]:
     """(architecture, constructor kwargs) from the key layout and shapes of a reference generator state_dict."""
     keys = set(state)
@@ -142,10 +147,17 @@ def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, d
         blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
         convs = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"model\.(\d+)\.weight", k)))
         last = state[f"model.{convs[-1]}.weight"]
+        # the two convs of the first residual block sit at 1 and 5 with pad layers (reflect/replicate), 1 and 6
+        # with dropout; zero padding has no pad layers: 0 and 3, or 0 and 4 with dropout
+        block_convs = sorted(
+            int(m.group(1)) for k in keys
+            if (m := re.fullmatch(rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight", k)) and state[k].dim() == 4
+        ) if blocks else [1, 5]  # fmt: skip
+        first, second = block_convs[0], block_convs[-1]
         kwargs = dict(
             input_nc=stem.shape[1], output_nc=last.shape[0], ngf=stem.shape[0], n_blocks=len(blocks),
-            norm="batch" if has_bn else (norm or "instance"),
-            use_dropout=any(".conv_block.6." in k for k in keys),
+            norm="batch" if has_bn else (norm or _norm_from_bias(keys, "model.1.bias")),
+            use_dropout=second - first == (5 if first == 1 else 4), padding_type="reflect" if first == 1 else "zero",
         )  # fmt: skip
         return "resnet", kwargs
     if "model.model.0.weight" in keys:  # U-Net: nested skip blocks, one "model" level per downsampling
@@ -154,7 +166,7 @@ def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, d
         depth = max(k.split(".").count("model") for k in keys) - 1
         kwargs = dict(
             input_nc=stem.shape[1], output_nc=last.shape[1] if last is not None else 3, ngf=stem.shape[0],
-            num_downs=depth, norm="batch" if has_bn else (norm or "instance"),
+            num_downs=depth, norm="batch" if has_bn else (norm or _norm_from_bias(keys, "model.model.0.bias")),
         )  # fmt: skip
         return "unet", kwargs
     sample = ", ".join(sorted(keys)[:3])

@@ -31,10 +31,11 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module]:
 
 
 def conv_bias(norm: str) -> bool:
-    """Convolutions followed by batch norm need no bias (the norm's shift replaces it); others keep one."""
+    """The reference gives the convolutions before a norm a bias only under instance norm (``use_bias =
+    norm_layer == InstanceNorm2d``): batch norm's shift replaces it, and with ``norm=none`` it has none either."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm != "batch"
+    return norm == "instance"
 
 
 @torch.no_grad()
