@@ -36,7 +36,19 @@ def test_seed_project_settings(tmp_path):
     assert cyber.model.lambda_identity * cyber.model.lambda_cycle == 5.0 and cyber.data.crop_size == 256
     hair = compose_train_cfg(["experiment=hair_black2blond"], tmp_path, tiny=False)
     assert hair.model.lr == 1e-5 and len(hair.data.train_a) == 2 and len(hair.data.train_b) == 2
-    assert hair.trainer.precision in ("32-true", "16-mixed", "bf16-mixed")
+    assert hair.trainer.precision == "32-true"  # no GPU here: full precision (the resolver's GPU branches below)
+
+
+def test_amp_if_gpu_picks_the_precision_the_device_supports(monkeypatch):
+    from cyclegan_lightning import config
+
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: False)
+    assert config.amp_if_gpu() == "32-true"
+    monkeypatch.setattr(config.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(config.torch.cuda, "is_bf16_supported", lambda: True)
+    assert config.amp_if_gpu() == "bf16-mixed"
+    monkeypatch.setattr(config.torch.cuda, "is_bf16_supported", lambda: False)
+    assert config.amp_if_gpu() == "16-mixed"
 
 
 def experiment_data(experiment: str, tmp_path: Path) -> Path:

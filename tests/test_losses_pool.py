@@ -62,5 +62,8 @@ def test_pool_state_is_loadable_with_weights_only(tmp_path):
     pool = ImagePool(2, seed=0)
     pool.query(torch.randn(2, 3, 2, 2))
     torch.save(pool.state_dict(), tmp_path / "pool.pt")
-    state = torch.load(tmp_path / "pool.pt", weights_only=True)
-    ImagePool(2).load_state_dict(state)
+    state = torch.load(tmp_path / "pool.pt", weights_only=True)  # raises if the state holds anything but plain data
+    restored = ImagePool(2)
+    restored.load_state_dict(state)
+    batch = torch.randn(2, 3, 2, 2)
+    torch.testing.assert_close(restored.query(batch.clone()), pool.query(batch.clone()), atol=0, rtol=0)
