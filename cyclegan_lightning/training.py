@@ -88,8 +88,15 @@ def _finish_wandb(loggers: list[Logger], exit_code: int, preempted: bool = False
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Seed, build data, model, callbacks, loggers and trainer from ``cfg``, fit, and return the final metrics."""
-    run_lock = RunDirLock.acquire_for(cfg.paths.output_dir)  # a second run in this folder is refused (run_lock.py)
+    """Seed, build data, model, callbacks, loggers and trainer from ``cfg``, fit, and return the final metrics.
+
+    The run folder is locked for the whole call (a second run there is refused) and released however it ends,
+    config and data errors included."""
+    with RunDirLock(cfg.paths.output_dir):
+        return _fit(cfg)
+
+
+def _fit(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
@@ -119,8 +126,6 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     except BaseException:
         _finish_wandb(loggers, exit_code=1)
         raise
-    finally:
-        run_lock.release()
     _finish_wandb(loggers, exit_code=0)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:

@@ -15,22 +15,23 @@ import torch
 
 from cyclegan_lightning.callbacks import SampleGrid
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.run_lock import LOCK_NAME, RunDirLock
+from cyclegan_lightning.run_lock import LOCK_NAME, OWNER_NAME, RunDirLock
 from cyclegan_lightning.training import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-# Another run, as the lock protocol sees it: an exclusive flock on <folder>/.run.lock, its pid written there.
-# Plain fcntl (not importing torch) so that the helper process starts in milliseconds.
+# Another run, as the lock protocol sees it: filelock's exclusive lock on <folder>/.run.lock, its owner written in
+# <folder>/.run.owner. filelock only (not torch) so that the helper process starts in milliseconds.
 HOLD = f"""
-import fcntl, os, sys
+import os, sys
+from filelock import FileLock, Timeout
 os.makedirs(sys.argv[1], exist_ok=True)
-fd = os.open(os.path.join(sys.argv[1], {LOCK_NAME!r}), os.O_RDWR | os.O_CREAT)
+lock = FileLock(os.path.join(sys.argv[1], {LOCK_NAME!r}), timeout=0)
 try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except BlockingIOError:
+    lock.acquire()
+except Timeout:
     sys.exit("another training run holds it")
-os.ftruncate(fd, 0)
-os.write(fd, f"pid {{os.getpid()}} on testhost, started now".encode())
+with open(os.path.join(sys.argv[1], {OWNER_NAME!r}), "w") as f:
+    f.write(f"pid {{os.getpid()}} on testhost, started now")
 print("locked", flush=True)
 sys.stdin.read()
 """
@@ -71,13 +72,12 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
     with RunDirLock(tmp_path):  # the kernel dropped the flock with the process
-        assert str(os.getpid()) in (tmp_path / LOCK_NAME).read_text()
+        assert str(os.getpid()) in (tmp_path / OWNER_NAME).read_text()
 
 
 def test_lock_is_reentrant_within_one_process(tmp_path):
-    first = RunDirLock.acquire_for(tmp_path)
-    second = RunDirLock.acquire_for(tmp_path)
-    assert first is second
+    first = RunDirLock(tmp_path).acquire()
+    second = RunDirLock(tmp_path).acquire()
     second.release()
     proc = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path)], input="", capture_output=True, text=True,
                           cwd=ROOT)  # fmt: skip
@@ -150,3 +150,24 @@ def test_ddp_two_ranks_write_each_file_once(tmp_path):
     assert not [f for f in files if f.endswith(".tmp") or "/.epoch" in f or "/.latest" in f], files
     assert "checkpoints/last.ckpt" in files and "samples/epoch_0001.png" in files
     assert (run / LOCK_NAME).read_text().startswith("pid ")
+
+
+def test_run_lock_is_released_after_an_early_failure(train_cfg, tmp_path):
+    """A config or data error before fitting must not leave this process holding the folder (notebooks, tests)."""
+    cfg = train_cfg("trainer.max_epochs=1", "data.crop_size=0")
+    with pytest.raises(Exception):
+        run_training(cfg)
+    proc = subprocess.run([sys.executable, "-c", HOLD, str(cfg.paths.output_dir)], input="", capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # another process can take the folder at once
+
+
+def test_rank_is_read_as_lightning_reads_it(monkeypatch):
+    from cyclegan_lightning.run_lock import global_rank_from_env
+
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert global_rank_from_env() == 0
+    monkeypatch.setenv("SLURM_PROCID", "0")  # an interactive SLURM allocation: 0 for every process of the step
+    monkeypatch.setenv("LOCAL_RANK", "1")  # ... and Lightning spawned this one as local rank 1
+    assert global_rank_from_env() == 1
