@@ -22,13 +22,15 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from fsspec.implementations.local import LocalFileSystem
+
 from cyclegan_lightning.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 
 def _is_local(path: _PATH) -> bool:
-    return type(get_filesystem(path)).__name__ == "LocalFileSystem"
+    return isinstance(get_filesystem(path), LocalFileSystem)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,7 +7,8 @@ import logging
 import hydra
 import lightning as L
 from lightning import Callback
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -49,7 +50,7 @@ def _refuse_multirun_spawning_ddp(trainer: L.Trainer) -> None:
     """Lightning starts DDP ranks > 0 by re-running this script's command line; in a Hydra multirun each of them
     would re-run the whole sweep (Lightning #11300, hydra #2070). Stop before that happens."""
     launcher = getattr(trainer.strategy, "launcher", None)
-    if is_multirun() and type(launcher).__name__ == "_SubprocessScriptLauncher":
+    if is_multirun() and isinstance(launcher, _SubprocessScriptLauncher):
         raise ConfigError(
             "a Hydra multirun (-m) cannot use a DDP trainer that starts its own processes: every extra process "
             "would re-run the whole sweep. Run the sweep points one at a time (for v in 5 10; do python train.py "
@@ -59,7 +60,11 @@ def _refuse_multirun_spawning_ddp(trainer: L.Trainer) -> None:
 
 
 def _is_wandb(target: str) -> bool:
-    return target.rsplit(".", 1)[-1] == "WandbLogger"
+    """Whether a logger config's ``_target_`` names W&B's logger (or a subclass of it)."""
+    try:
+        return issubclass(hydra.utils.get_class(target), WandbLogger)
+    except Exception:  # an unknown target fails later, where it is instantiated, with Hydra's message
+        return False
 
 
 def _continue_wandb_run(cfg: DictConfig, ckpt_path: str | None) -> None:
@@ -77,7 +82,7 @@ def _continue_wandb_run(cfg: DictConfig, ckpt_path: str | None) -> None:
 
 def _finish_wandb(loggers: list[Logger], exit_code: int, preempted: bool = False) -> None:
     """End this job's W&B run (one run per multirun job); a non-zero exit code marks it failed."""
-    if not any(_is_wandb(type(lg).__name__) for lg in loggers):
+    if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return
     import wandb
 
