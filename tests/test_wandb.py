@@ -62,3 +62,15 @@ def test_failed_run_is_marked_failed(train_cfg):
     assert wandb.run is None
     (run,) = offline_runs(Path(cfg.paths.output_dir))
     assert run.exit_code not in (None, 0)
+
+
+def test_an_explicit_run_id_is_used_and_kept_on_resume(train_cfg):
+    cfg = train_cfg("logger=wandb", "trainer.max_epochs=1", "logger.wandb.id=my-run-7")
+    run_training(cfg)
+    (run,) = offline_runs(Path(cfg.paths.output_dir))
+    assert run.run_id == "my-run-7"
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    cfg2 = train_cfg("logger=wandb", "trainer.max_epochs=2", f"ckpt_path={ckpt}", "logger.wandb.id=my-run-8")
+    run_training(cfg2)  # the id given now wins over the one stored in the checkpoint
+    assert {r.run_id for r in offline_runs(Path(cfg2.paths.output_dir))} >= {"my-run-8"}
+    assert "my-run-7" not in {r.run_id for r in offline_runs(Path(cfg2.paths.output_dir)) if r.dir != run.dir}
