@@ -69,23 +69,18 @@ def test_pool_state_is_loadable_with_weights_only(tmp_path):
     torch.testing.assert_close(restored.query(batch.clone()), pool.query(batch.clone()), atol=0, rtol=0)
 
 
-def test_wgangp_discriminator_step_under_bf16_autocast_keeps_the_penalty_in_fp32():
-    """bf16 autocast around the discriminator losses (as trainer=bf16 runs them): the penalty is still computed
-    in float32, equals the fp32 penalty, and its gradient reaches the discriminator."""
-    from cyclegan_lightning.module import CycleGAN
 
-    spec = {"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1}
-    disc = {"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 4, "n_layers": 1}
-    model = CycleGAN(spec, disc, gan_mode="wgangp", lambda_identity=0.0)
-    real, fake = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
-    torch.manual_seed(0)
-    fp32 = model.discriminator_losses(real, real, fake, fake)
-    torch.manual_seed(0)  # the same interpolation weights
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = model.discriminator_losses(real, real, fake, fake)
-    for name in ("gp_a", "gp_b"):
-        assert bf16[name].dtype == torch.float32
-        torch.testing.assert_close(bf16[name], fp32[name], rtol=0, atol=1e-6)
-    bf16["total"].backward()
-    grads = [p.grad for p in model.disc_a.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+def test_wgangp_trains_under_bf16_mixed_precision(train_cfg):
+    """WGAN-GP's double backward under bf16 autocast (trainer=bf16 on a CPU): it runs, and every logged
+    loss, the gradient penalties included, is finite."""
+    import csv
+    from pathlib import Path
+
+    from cyclegan_lightning.training import run_training
+
+    cfg = train_cfg("model.gan_mode=wgangp", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
+                    "trainer.log_every_n_steps=1")  # fmt: skip
+    run_training(cfg)
+    rows = list(csv.DictReader((Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open()))
+    gp = [float(r["train/d/gp_a"]) for r in rows if r.get("train/d/gp_a")]
+    assert gp and all(torch.isfinite(torch.tensor(gp)))
