@@ -1,7 +1,7 @@
 """Translate images with a trained generator; any size, never over an input, resumable.
 
     python predict.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt input=data/demo/testA output_dir=out
-    python predict.py ckpt_path=latest_net_G.pth input=photos/ output_dir=out precision=bf16 round_trip=true grid=true
+    python predict.py ckpt_path=latest_net_G.pth input=photos/ output_dir=out translator.precision=bf16 round_trip=true grid=true
 """
 
 from __future__ import annotations
