@@ -102,7 +102,7 @@ class CycleGAN(LightningModule):
         adam_impl: str | None = None,  # None (torch's choice) | foreach | fused: Adam implementation of both optimizers
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # run_training logs the whole resolved config once
         self.automatic_optimization = False
         if nonfinite_policy not in NONFINITE_POLICIES:
             raise ConfigError(f"model.nonfinite_policy must be one of {NONFINITE_POLICIES}, got {nonfinite_policy!r}")

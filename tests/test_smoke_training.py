@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import yaml
 
 from cyclegan_lightning import CycleGAN
 from cyclegan_lightning.training import run_training
@@ -18,6 +19,9 @@ def test_tiny_run_writes_checkpoint_grid_and_logs(train_cfg, tmp_path: Path):
     assert sorted(p.name for p in (run / "samples").glob("epoch_*.png")) == ["epoch_0001.png", "epoch_0002.png"]
     assert (run / "csv" / "metrics.csv").read_text().count("val/cycle") >= 1
     assert 0.0 < metrics["val/cycle"] < 2.0  # L1 between images in [-1, 1]
+    hparams = yaml.safe_load((run / "csv" / "hparams.yaml").read_text())
+    assert hparams["model"]["lambda_cycle"] == 10.0  # the whole resolved config, logged once by run_training ...
+    assert "lambda_cycle" not in hparams  # ... and not a second time, flat, by Lightning from the module
 
     model = CycleGAN.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")  # weights_only
     x = torch.rand(1, 3, 30, 30) * 2 - 1
