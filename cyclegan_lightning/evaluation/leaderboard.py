@@ -78,7 +78,13 @@ def build_leaderboard(
             entry.error = str(exc)
             log.warning("run %s: %s", run, exc)
         entries.append(entry)
-    key = _rank_key(entries, rank_by, f"{quality_metric}@{checkpoint}")
+    return rank(entries, rank_by, f"{quality_metric}@{checkpoint}")
+
+
+def rank(entries: list[RunEntry], rank_by: str = "auto", quality: str = "val/swd@best") -> tuple[list[RunEntry], str]:
+    """Entries best first by ``rank_by`` (``auto``: ``quality`` where logged, else FID, else cycle PSNR); runs
+    without that value after them, failed runs last. Returns them and the key used."""
+    key = _rank_key(entries, rank_by, quality)
     return sorted(entries, key=lambda e: _score(e, key)), key
 
 
