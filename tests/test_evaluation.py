@@ -167,6 +167,23 @@ def test_fid_callback_logs_every_n_epochs(train_cfg, tmp_path):
     assert "fid" not in off.callbacks  # off by default
 
 
+def test_fid_monitor_on_epochs_without_fid_is_refused_before_training():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cyclegan_lightning.errors import ConfigError
+    from cyclegan_lightning.evaluation import FIDCallback
+
+    fid = FIDCallback(every_n_epochs=5, features="random")
+    trainer = SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(monitor="val/fid_a2b", every_n_epochs=1)])
+    with pytest.raises(ConfigError, match="model_checkpoint.every_n_epochs=5"):
+        fid.setup(trainer, None, "fit")
+    trainer.checkpoint_callbacks = [ModelCheckpoint(monitor="val/fid_a2b", every_n_epochs=10)]
+    fid.setup(trainer, None, "fit")  # every second FID epoch: fine
+    assert fid.extractor is not None
+
+
 @pytest.fixture(scope="module")
 def stand_in_inception(tmp_path_factory) -> Path:
     """torch-fidelity's Inception-v3 at random initialisation, saved like the real weights file."""

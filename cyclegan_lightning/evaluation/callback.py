@@ -12,6 +12,7 @@ import warnings
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.evaluation.metrics import FidKid, build_feature_extractor
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,23 @@ class FIDCallback(Callback):
         self.extractor = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.check_monitors(trainer)
         if self.every_n_epochs > 0 and self.extractor is None:
             self.extractor = build_feature_extractor(self.features, self.inception_weights, self.download)
+
+    def check_monitors(self, trainer: Trainer) -> None:
+        """A checkpoint monitoring FID/KID must save only on epochs that have it; else Lightning raises after the
+        first epoch's training, so say it now, with the fix."""
+        for ckpt in trainer.checkpoint_callbacks:
+            monitor, every = getattr(ckpt, "monitor", None), getattr(ckpt, "_every_n_epochs", 0)
+            if not monitor or not monitor.startswith(("val/fid_", "val/kid_")) or every < 1:
+                continue
+            if self.every_n_epochs <= 0 or every % self.every_n_epochs:
+                raise ConfigError(
+                    f"callbacks.model_checkpoint monitors {monitor}, logged every {self.every_n_epochs} epochs, but "
+                    f"checkpoints every {every}: set callbacks.model_checkpoint.every_n_epochs={max(self.every_n_epochs, 1)} "
+                    f"(or callbacks.fid.every_n_epochs={every})"
+                )
 
     @torch.no_grad()
     def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
