@@ -1,58 +1,74 @@
-"""Evaluate a checkpoint: FID/KID against real target images, cycle PSNR/SSIM, paired PSNR/SSIM; JSON + Markdown.
+"""Evaluate checkpoints: FID/KID against real target images, cycle PSNR/SSIM, paired PSNR/SSIM; JSON + Markdown.
 
+    python evaluate.py ckpt_path=outputs/demo/runs/<run>                 # its best and last checkpoints, own test set
     python evaluate.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt data_root=data/demo
-    python evaluate.py ckpt_path=... data_root=... fid.inception_weights=/models/weights-inception-2015-12-05-6726825d.pth
+    python evaluate.py ckpt_path=latest_net_G_A.pth test_a=photos test_b=paintings fid.enabled=false
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.evaluation import build_feature_extractor, evaluate, to_markdown, write_results
+from cyclegan_lightning.cli import output_dir_for, run_command
+from cyclegan_lightning.evaluation import evaluate, fid_extractor, to_markdown, write_results
+from cyclegan_lightning.evaluation.runs import data_folders, pick_checkpoint, run_of, run_test_folders
 from cyclegan_lightning.inference import build_translator
 
 log = logging.getLogger("evaluate")
 
 
-def default_output_dir(ckpt_path: Path) -> Path:
-    ckpt_path = Path(ckpt_path)
-    run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else Path("eval")
-    return (run / "eval" if run.name != "eval" else run) / ckpt_path.stem
+def checkpoints_to_evaluate(ckpt_path: str | Path) -> dict[str, Path]:
+    """A run folder (or its ``checkpoints/``): its best and last checkpoints (one, when they are the same file);
+    a file: that file, named by its stem."""
+    path = Path(ckpt_path)
+    if not path.is_dir():
+        return {path.stem: path}
+    run = run_of(path)
+    if run is None:
+        return {path.stem: path}  # the loader says what is wrong with a folder
+    picked = {which: pick_checkpoint(run, which) for which in ("best", "last")}
+    return picked if picked["best"] != picked["last"] else {"last": picked["last"]}
 
 
 def run(cfg: DictConfig) -> dict:
-    """Evaluate as ``cfg`` says, write metrics.json and metrics.md, return the result dict."""
-    # the weights file is checked first: a missing one fails in a second, before any translation
-    extractor = build_feature_extractor(cfg.fid.features, cfg.fid.inception_weights) if cfg.fid.enabled else None
-    translator = build_translator(cfg.ckpt_path, cfg.translator)
-    root = cfg.data_root
-    test_a = cfg.test_a or (f"{root}/testA" if root else None)
-    test_b = cfg.test_b or (f"{root}/testB" if root else None)
-    result = evaluate(
-        translator, test_a, test_b, cfg.direction, extractor, cfg.paired_a, cfg.paired_b, cfg.max_images,
-        cfg.fid.kid_subset_size, cfg.progress,
-    )  # fmt: skip
-    out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(Path(cfg.ckpt_path))
-    json_path, md_path = write_results(result, out)
-    result["files"] = [str(json_path), str(md_path)]
-    return result
+    """Evaluate as ``cfg`` says, write metrics.json and metrics.md, return the report."""
+    ckpts = checkpoints_to_evaluate(cfg.ckpt_path)
+    run_dir = run_of(cfg.ckpt_path)
+    if cfg.data_root or cfg.test_a or cfg.test_b or run_dir is None:
+        folders = data_folders(cfg.data_root, cfg.test_a, cfg.test_b, cfg.paired_a, cfg.paired_b)
+    else:  # the run's own test set (and its ground truth, where there is one)
+        folders = run_test_folders(run_dir)
+        folders |= {k: cfg[k] for k in ("paired_a", "paired_b") if cfg[k]}
+    translators = {which: build_translator(path, cfg.translator) for which, path in ckpts.items()}  # bad files first
+    extractor, why = fid_extractor(cfg.fid.enabled, cfg.fid.features, cfg.fid.inception_weights, cfg.fid.download)
+    if why and cfg.fid.enabled == "auto":
+        log.warning("FID/KID not computed (the report below says why); evaluating the other metrics")
+    results = []
+    for which, translator in translators.items():
+        result = evaluate(translator, folders["test_a"], folders["test_b"], cfg.direction, extractor,
+                          folders["paired_a"], folders["paired_b"], cfg.max_images, cfg.fid.kid_subset_size,
+                          cfg.progress)  # fmt: skip
+        results.append({"which": which, **result})
+    report = {"checkpoints": results, "fid_missing": why if cfg.fid.enabled == "auto" else None}
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+    elif len(ckpts) > 1:
+        out = run_dir / "eval"
+    else:
+        out = output_dir_for(next(iter(ckpts.values())), "eval")
+    report["files"] = [str(p) for p in write_results(report, out)]
+    return report
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        result = run(cfg)
-    except CycleGANError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    print(to_markdown(result))
-    print("written:", ", ".join(result["files"]))
+    report = run_command("evaluate", run, cfg)
+    print(to_markdown(report))
+    print("written:", ", ".join(report["files"]))
 
 
 if __name__ == "__main__":

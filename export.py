@@ -2,40 +2,45 @@
 
 Input and output: (N, C, H, W) in [-1, 1]. The export is checked against eager PyTorch before this returns.
 
-    python export.py ckpt_path=<run>/checkpoints/last.ckpt direction=a2b format=torchscript output=gen_a2b.pt
+    python export.py ckpt_path=<run>/checkpoints/last.ckpt                # -> <run>/export/last/gen_a2b.pt
+    python export.py ckpt_path=<run>/checkpoints/last.ckpt direction=b2a format=onnx output=gen_b2a.onnx
 """
 
 from __future__ import annotations
 
-import logging
-import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cyclegan_lightning.errors import CycleGANError
+from cyclegan_lightning.cli import output_dir_for, run_command
+from cyclegan_lightning.errors import ConfigError, CycleGANError
 from cyclegan_lightning.inference import load_generators
 from cyclegan_lightning.inference.export import export_generator
 
-log = logging.getLogger("export")
+EXTENSIONS = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def default_output(ckpt_path: str | Path, direction: str, fmt: str) -> Path:
+    """``<run>/export/<checkpoint name>/gen_<direction>.<pt|onnx>`` (``./export/...`` outside a run)."""
+    if fmt not in EXTENSIONS:
+        raise ConfigError(f"format must be one of {', '.join(EXTENSIONS)}, got {fmt!r}")
+    return output_dir_for(ckpt_path, "export") / f"gen_{direction}{EXTENSIONS[fmt]}"
 
 
 def run(cfg: DictConfig):
+    """Export as ``cfg`` says; returns (path, max |exported - eager|). The summary is logged once, by the exporter."""
+    output = cfg.output or default_output(cfg.ckpt_path, cfg.direction, cfg.format)
     loaded = load_generators(cfg.ckpt_path, arch=cfg.translator.arch, norm=cfg.translator.norm)
     if cfg.direction not in loaded.generators:
         raise CycleGANError(f"{cfg.ckpt_path} has no {cfg.direction} generator (it has {', '.join(loaded.generators)})")
     channels = loaded.channels[cfg.direction[0]]
-    return export_generator(loaded.generators[cfg.direction], cfg.format, cfg.output, channels, atol=cfg.atol)
+    return export_generator(loaded.generators[cfg.direction], cfg.format, output, channels, atol=cfg.atol)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
-        path, err = run(cfg)
-    except CycleGANError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    print(f"exported {path} ({cfg.format}); max |exported - eager| = {err:.2e}")
+    run_command("export", run, cfg)
 
 
 if __name__ == "__main__":

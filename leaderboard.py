@@ -1,20 +1,20 @@
 """Rank the runs of a sweep (or any run folders) by their metrics, with each run's overrides: Markdown + CSV.
 
     python train.py -m model.lambda_cycle=5,10
-    python leaderboard.py runs=[outputs/demo/multiruns/<time>] fid.inception_weights=/models/weights-inception-...pth
+    python leaderboard.py runs=[outputs/demo/multiruns/<time>]
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.evaluation import build_feature_extractor
+from cyclegan_lightning.cli import run_command
+from cyclegan_lightning.evaluation import fid_extractor
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, to_markdown, write_leaderboard
+from cyclegan_lightning.evaluation.runs import find_runs
 from cyclegan_lightning.inference import build_translator
 
 log = logging.getLogger("leaderboard")
@@ -22,23 +22,23 @@ log = logging.getLogger("leaderboard")
 
 def run(cfg: DictConfig):
     runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_list(cfg.runs) else [cfg.runs]
-    extractor = build_feature_extractor(cfg.fid.features, cfg.fid.inception_weights) if cfg.fid.enabled else None
+    find_runs(runs)  # a wrong folder fails before FID/KID are set up
+    extractor, why = fid_extractor(cfg.fid.enabled, cfg.fid.features, cfg.fid.inception_weights, cfg.fid.download)
+    notes = [f"FID/KID columns are missing: {why}"] if why and cfg.fid.enabled == "auto" else []
+    if notes:
+        log.warning("FID/KID not computed (the table below says why); ranking by the other metrics")
     entries, key = build_leaderboard(
         runs, lambda ckpt: build_translator(ckpt, cfg.translator), extractor, cfg.checkpoint, cfg.data_root,
-        cfg.rank_by, cfg.max_images, cfg.fid.kid_subset_size, cfg.progress,
+        cfg.rank_by, cfg.max_images, cfg.fid.kid_subset_size, cfg.progress, cfg.quality_metric,
     )  # fmt: skip
-    files = write_leaderboard(entries, key, cfg.output_dir or runs[0])
-    return entries, key, files
+    files = write_leaderboard(entries, key, cfg.output_dir or runs[0], notes)
+    return entries, key, files, notes
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="leaderboard")
 def main(cfg: DictConfig) -> None:
-    try:
-        entries, key, files = run(cfg)
-    except CycleGANError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    print(to_markdown(entries, key))
+    entries, key, files, notes = run_command("leaderboard", run, cfg)
+    print(to_markdown(entries, key, notes))
     print("written:", ", ".join(map(str, files)))
 
 

@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cyclegan_lightning.errors import CycleGANError
+from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.inference import build_translator
 from cyclegan_lightning.inference.predict import run_prediction
 
@@ -20,7 +20,8 @@ log = logging.getLogger("predict")
 
 
 def predict(cfg: DictConfig):
-    """Build the Translator from ``cfg`` and translate; returns the PredictSummary."""
+    """Build the Translator from ``cfg`` and translate; returns the PredictSummary (whose line is logged once, by
+    ``run_prediction``)."""
     translator = build_translator(cfg.ckpt_path, cfg.translator)
     log.info("loaded %s on %s", translator.loaded.describe(), translator.device)
     inputs = OmegaConf.to_container(cfg.input) if OmegaConf.is_list(cfg.input) else cfg.input
@@ -33,12 +34,7 @@ def predict(cfg: DictConfig):
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except CycleGANError as exc:  # a problem the user can fix: say what, without a traceback
-        log.error("%s", exc)
-        sys.exit(2)
-    print(summary.line())
+    summary = run_command("predict", predict, cfg)
     if summary.failed:
         sys.exit(1)
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -45,6 +47,25 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def atomic_open(path: _PATH, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it is fsynced and renamed over ``path``, on any
+    exception it is removed, so ``path`` is either untouched or complete (downloads, reports)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:

@@ -19,6 +19,7 @@ from cyclegan_lightning.config import register_resolvers
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
 register_resolvers()
+os.environ["CYCLEGAN_OFFLINE"] = "1"  # no test downloads the Inception weights (test_fid_download serves its own)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # Overrides that shrink any experiment to seconds on a CPU: 1-block ResNet, 8 filters, 32x32 crops, no workers.

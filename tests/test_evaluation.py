@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,27 +89,68 @@ def test_evaluate_metrics_values_and_files(tmp_path):
     # paired: |fake - gt| = 0.1 wherever the image is not clipped at 0 -> PSNR close to 20 dB (above: clipped pixels)
     assert 19.5 < m["paired_psnr"] < 23 and m["n_images"] == 3
     assert m["cycle_psnr"] < m["paired_psnr"]  # twice darkened
-    json_path, md_path = write_results(result, tmp_path / "eval")
-    assert json.loads(json_path.read_text())["metrics"]["a2b"]["n_images"] == 3
+    json_path, md_path = write_results({"checkpoints": [result]}, tmp_path / "eval")
+    assert json.loads(json_path.read_text())["checkpoints"][0]["metrics"]["a2b"]["n_images"] == 3
     assert "| a2b |" in md_path.read_text() and "paired_psnr" in md_path.read_text()
 
 
-def test_evaluate_command_on_a_real_run(tiny_runs, tmp_path):
+def evaluate_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from test_predict import load_script
-
-    run = load_script("evaluate").run
-
-    root, runs = tiny_runs
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"ckpt_path={runs[0] / 'checkpoints' / 'last.ckpt'}", f"data_root={root}",
-                                             "fid.features=random", f"output_dir={tmp_path}", "progress=false"])  # fmt: skip
-    result = run(cfg)
+        return compose("evaluate", overrides=["progress=false", *overrides])
+
+
+def evaluate_run():
+    from test_predict import load_script
+
+    return load_script("evaluate").run
+
+
+def test_evaluate_command_on_a_real_run(tiny_runs, tmp_path):
+    root, runs = tiny_runs
+    cfg = evaluate_cfg(f"ckpt_path={runs[0] / 'checkpoints' / 'last.ckpt'}", f"data_root={root}", "fid.features=random",
+                       f"output_dir={tmp_path}")  # fmt: skip
+    (result,) = evaluate_run()(cfg)["checkpoints"]
     assert set(result["metrics"]) == {"a2b", "b2a"} and math.isfinite(result["metrics"]["b2a"]["fid"])
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "metrics.md").is_file()
+
+
+def test_evaluate_a_run_reports_best_and_last_with_their_epochs(tiny_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs[1][0], run, ignore=shutil.ignore_patterns("samples"))
+    report = evaluate_run()(evaluate_cfg(f"ckpt_path={run}", "fid.enabled=false", "max_images=2"))
+    results = report["checkpoints"]
+    assert [r["which"] for r in results] == ["best", "last"] and [r["epoch"] for r in results] == [1, 1]
+    assert Path(results[0]["checkpoint"]).name.startswith("best") and Path(results[1]["checkpoint"]).name == "last.ckpt"
+    table = (run / "eval" / "metrics.md").read_text()  # the run's own test set, report beside the run
+    assert "| best | 1 | a2b |" in table and "| last | 1 | b2a |" in table
+
+
+def test_ground_truth_folders_beside_the_test_set_are_found(tiny_runs, tmp_path):
+    from conftest import write_images
+
+    root = tmp_path / "data"
+    write_images(root / "testA", 2, size=(24, 24), seed=1)
+    write_images(root / "testB", 2, size=(24, 24), seed=2)
+    write_images(root / "truthB", 2, size=(24, 24), seed=3)  # ground truth of each testA image, same names
+    write_images(root / "truthA", 2, size=(24, 24), seed=4)
+    ckpt = tiny_runs[1][0] / "checkpoints" / "last.ckpt"
+    run = evaluate_run()
+    (auto,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
+                               f"output_dir={tmp_path / 'e1'}"))["checkpoints"]  # fmt: skip
+    assert "paired_psnr" in auto["metrics"]["a2b"] and "paired_psnr" in auto["metrics"]["b2a"]
+    shutil.copytree(root / "testA", tmp_path / "explicit")  # an explicit folder wins over truthB/
+    (explicit,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
+                                   f"paired_b={tmp_path / 'explicit'}", f"output_dir={tmp_path / 'e2'}"))["checkpoints"]  # fmt: skip
+    assert explicit["metrics"]["a2b"]["paired_psnr"] != auto["metrics"]["a2b"]["paired_psnr"]
+    assert explicit["metrics"]["b2a"]["paired_psnr"] == auto["metrics"]["b2a"]["paired_psnr"]
+    shutil.rmtree(root / "truthA")
+    (none,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
+                               f"output_dir={tmp_path / 'e3'}"))["checkpoints"]  # fmt: skip
+    assert "paired_psnr" not in none["metrics"]["b2a"]
 
 
 def test_fid_callback_logs_every_n_epochs(train_cfg, tmp_path):
@@ -123,3 +165,45 @@ def test_fid_callback_logs_every_n_epochs(train_cfg, tmp_path):
     assert len(logged) == 1  # epoch 2 only, not epoch 1
     off = train_cfg("trainer.max_epochs=1")
     assert "fid" not in off.callbacks  # off by default
+
+
+def test_fid_monitor_on_epochs_without_fid_is_refused_before_training():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cyclegan_lightning.errors import ConfigError
+    from cyclegan_lightning.evaluation import FIDCallback
+
+    fid = FIDCallback(every_n_epochs=5, features="random")
+    trainer = SimpleNamespace(checkpoint_callbacks=[ModelCheckpoint(monitor="val/fid_a2b", every_n_epochs=1)])
+    with pytest.raises(ConfigError, match="model_checkpoint.every_n_epochs=5"):
+        fid.setup(trainer, None, "fit")
+    trainer.checkpoint_callbacks = [ModelCheckpoint(monitor="val/fid_a2b", every_n_epochs=10)]
+    fid.setup(trainer, None, "fit")  # every second FID epoch: fine
+    assert fid.extractor is not None
+
+
+@pytest.fixture(scope="module")
+def stand_in_inception(tmp_path_factory) -> Path:
+    """torch-fidelity's Inception-v3 at random initialisation, saved like the real weights file."""
+    pytest.importorskip("torch_fidelity")
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    original = fe.FeatureExtractorInceptionV3.load_state_dict
+    fe.FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
+    try:
+        path = tmp_path_factory.mktemp("inception") / INCEPTION_FILE
+        torch.save({}, path)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    finally:
+        fe.FeatureExtractorInceptionV3.load_state_dict = original
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_callback_runs_with_inception_weights(train_cfg, stand_in_inception):
+    cfg = train_cfg("trainer.max_epochs=1", "callbacks=fid", "callbacks.fid.every_n_epochs=1",
+                    "callbacks.fid.max_images=2", f"callbacks.fid.inception_weights={stand_in_inception}")  # fmt: skip
+    metrics = run_training(cfg)
+    assert math.isfinite(metrics["val/fid_a2b"]) and math.isfinite(metrics["val/kid_b2a"])

@@ -12,6 +12,7 @@ import warnings
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.evaluation.metrics import FidKid, build_feature_extractor
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 class FIDCallback(Callback):
     """Logs ``val/fid_a2b``, ``val/fid_b2a``, ``val/kid_a2b``, ``val/kid_b2a`` on the validation images.
 
-    The weights file is checked in ``setup``, so a missing file stops the run before the first epoch, not after.
+    The weights file is checked (and downloaded on first use) in ``setup``, so a missing file stops the run before the
+    first epoch, not after. A ``ModelCheckpoint`` monitoring ``val/fid_*`` needs the same ``every_n_epochs``: on
+    other epochs the metric is not logged and Lightning raises.
     """
 
     def __init__(
@@ -30,14 +33,31 @@ class FIDCallback(Callback):
         inception_weights: str | None = None,  # default: torch hub cache, see evaluation.metrics
         max_images: int | None = None,  # cap per domain (validation folders can be large)
         kid_subset_size: int = 1000,
+        download: bool = True,  # fetch the Inception weights into the hub cache on first use (see evaluation.metrics)
     ):
         self.every_n_epochs, self.features, self.inception_weights = every_n_epochs, features, inception_weights
+        self.download = download
         self.max_images, self.kid_subset_size = max_images, kid_subset_size
         self.extractor = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.check_monitors(trainer)
         if self.every_n_epochs > 0 and self.extractor is None:
-            self.extractor = build_feature_extractor(self.features, self.inception_weights)
+            self.extractor = build_feature_extractor(self.features, self.inception_weights, self.download)
+
+    def check_monitors(self, trainer: Trainer) -> None:
+        """A checkpoint monitoring FID/KID must save only on epochs that have it; else Lightning raises after the
+        first epoch's training, so say it now, with the fix."""
+        for ckpt in trainer.checkpoint_callbacks:
+            monitor, every = getattr(ckpt, "monitor", None), getattr(ckpt, "_every_n_epochs", 0)
+            if not monitor or not monitor.startswith(("val/fid_", "val/kid_")) or every < 1:
+                continue
+            if self.every_n_epochs <= 0 or every % self.every_n_epochs:
+                raise ConfigError(
+                    f"callbacks.model_checkpoint monitors {monitor}, logged every {self.every_n_epochs} epochs, but "
+                    f"checkpoints every {every}: set callbacks.model_checkpoint.every_n_epochs={max(self.every_n_epochs, 1)} "
+                    f"(or callbacks.fid.every_n_epochs={every})"
+                )
 
     @torch.no_grad()
     def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:

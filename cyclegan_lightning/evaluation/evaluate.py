@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on test folders: FID/KID of translations against real target images, cycle PSNR/SSIM,
+"""Evaluate checkpoints on test folders: FID/KID of translations against real target images, cycle PSNR/SSIM,
 and PSNR/SSIM against ground truth when paired folders are given. Results as JSON and a Markdown table."""
 
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -15,13 +13,15 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
+from cyclegan_lightning.checkpoint_io import atomic_open
 from cyclegan_lightning.data.images import find_images, load_image
 from cyclegan_lightning.errors import ConfigError, DataError
 from cyclegan_lightning.evaluation.metrics import FidKid, psnr, ssim
+from cyclegan_lightning.evaluation.runs import checkpoint_epoch
 from cyclegan_lightning.inference.translator import Translator
 
 log = logging.getLogger(__name__)
-LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std")
+LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std", "swd", "cycle")  # the rest (PSNR, SSIM) is higher-is-better
 METRIC_ORDER = ("fid", "kid_mean", "kid_std", "cycle_psnr", "cycle_ssim", "paired_psnr", "paired_ssim", "n_images")
 
 
@@ -103,7 +103,8 @@ def evaluate(
     kid_subset_size: int = 1000,
     progress: bool = True,
 ) -> dict:
-    """{"checkpoint", "features", "metrics": {direction: {metric: value}}, "seconds"}."""
+    """{"checkpoint", "epoch" (1-based; None for reference files), "features", "metrics": {direction: {metric:
+    value}}, "seconds"}."""
     directions = list(translator.directions) if direction == "both" else [direction]
     start = time.perf_counter()
     folders = {"a": test_a, "b": test_b}
@@ -122,6 +123,7 @@ def evaluate(
             )  # fmt: skip
     return {
         "checkpoint": str(translator.loaded.path),
+        "epoch": checkpoint_epoch(translator.loaded.path),
         "features": None if extractor is None else type(extractor).__name__,
         "metrics": metrics,
         "seconds": round(time.perf_counter() - start, 2),
@@ -138,31 +140,31 @@ def fmt(value) -> str:
     return str(value)
 
 
-def to_markdown(result: dict) -> str:
-    metrics = result["metrics"]
-    cols = [m for m in METRIC_ORDER if any(m in v for v in metrics.values())]
-    lines = [
-        f"Checkpoint: `{result['checkpoint']}`" + (f"; features: {result['features']}" if result["features"] else ""),
-        "",
-        "| direction | " + " | ".join(cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
-    ]
-    for d, vals in metrics.items():
-        lines.append(f"| {d} | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
+def to_markdown(report: dict) -> str:
+    """One table for the checkpoints of ``report`` (``{"checkpoints": [result, ...], "fid_missing": why}``)."""
+    results = report["checkpoints"]
+    cols = [m for m in METRIC_ORDER if any(m in v for r in results for v in r["metrics"].values())]
+    lines = [f"FID/KID not computed: {report['fid_missing']}", ""] if report.get("fid_missing") else []
+    features = {r["features"] for r in results if r["features"]}
+    if features:
+        lines += [f"FID/KID features: {', '.join(sorted(features))}", ""]
+    lines += ["| checkpoint | epoch | direction | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for r in results:
+        name = r.get("which") or Path(r["checkpoint"]).name
+        for d, vals in r["metrics"].items():
+            lines.append(f"| {name} | {fmt(r['epoch'])} | {d} | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
+    lines += ["", "Checkpoints: " + ", ".join(f"`{r['checkpoint']}`" for r in results)]
     return "\n".join(lines) + "\n"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
-def write_results(result: dict, output_dir: str | Path, name: str = "metrics") -> tuple[Path, Path]:
+def write_results(report: dict, output_dir: str | Path, name: str = "metrics") -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     json_path, md_path = output_dir / f"{name}.json", output_dir / f"{name}.md"
-    write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
-    write_text_atomic(md_path, to_markdown(result))
+    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(md_path, to_markdown(report))
     return json_path, md_path

@@ -1,14 +1,20 @@
-"""Image-quality metrics: FID/KID (torchmetrics) with a local Inception file, PSNR and SSIM.
+"""Image-quality metrics: FID/KID (torchmetrics) with torch-fidelity's Inception weights, PSNR and SSIM.
 
-Inception weights are never downloaded: torchmetrics would fetch them when the metric is constructed, which fails
-offline and can hang behind a silent firewall. So the file is looked for first and, when absent, the error says
-which file to put where.
+The Inception file is fetched here, not by torchmetrics: torchmetrics would download it while the metric is
+constructed, with no checksum, no timeout (a silent firewall hangs it) and no say in where it goes. Here the
+download is pinned (URL and SHA-256 in ``INCEPTION``), has a timeout, is verified, lands atomically in torch's hub
+cache, and can be turned off (``fid.download=false`` or ``CYCLEGAN_OFFLINE=1``) for air-gapped machines.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import logging
 import os
+import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,39 +23,117 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from cyclegan_lightning.checkpoint_io import atomic_open
 from cyclegan_lightning.errors import CheckpointError, ConfigError
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+log = logging.getLogger(__name__)
 FEATURES = ("inception", "random")
+OFFLINE_ENV = "CYCLEGAN_OFFLINE"  # =1: never download (air-gapped machines); same as fid.download=false
+DOWNLOAD_TIMEOUT_S = 60.0  # per connect/read: a silent firewall fails after this instead of hanging
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A file to download once: its name in the cache, where it comes from, and its SHA-256."""
+
+    name: str
+    url: str
+    sha256: str
+    size: str  # for the message users see before the download
+
+
+# torch-fidelity's release asset, the file torchmetrics' FID/KID load. The name carries the first 8 hex digits of
+# the SHA-256 (torch.hub's convention); the full digest is the one recorded for this file by its users.
+INCEPTION = WeightsFile(
+    name="weights-inception-2015-12-05-6726825d.pth",
+    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    size="92 MB",
+)
+INCEPTION_FILE, INCEPTION_URL = INCEPTION.name, INCEPTION.url
 
 
 class MissingWeightsError(CheckpointError):
-    """The Inception weights FID/KID need are not on this machine."""
+    """The Inception weights FID/KID need are not on this machine (and could not be downloaded)."""
 
 
-def default_inception_path() -> Path:
+class MissingPackageError(ConfigError):
+    """torch-fidelity (the ``fid`` extra) is not installed."""
+
+
+def default_inception_path(source: WeightsFile = INCEPTION) -> Path:
     """Where torch's hub cache keeps the file: ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    return Path(torch.hub.get_dir()) / "checkpoints" / source.name
 
 
-def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """The Inception weights file to use, checked to exist and to hold only tensors; raises with the fix if not."""
-    target = Path(path).expanduser() if path else default_inception_path()
-    fix = (
-        f"FID/KID need the Inception-v3 weights {INCEPTION_FILE} (95 MB), which are not downloaded at run time. "
-        f"On a machine with internet, download {INCEPTION_URL} and copy it to {target}"
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def download_weights(source: WeightsFile, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Stream ``source.url`` into ``dest`` through a temporary file, checking length and SHA-256 before the rename:
+    a failed, truncated or altered download leaves nothing at ``dest`` and raises ``MissingWeightsError``."""
+    dest = Path(dest)
+    log.info("downloading %s (%s, once) from %s to %s; fid.download=false or %s=1 stops this",
+             source.name, source.size, source.url, dest, OFFLINE_ENV)  # fmt: skip
+    digest, got = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(source.url, timeout=timeout) as resp, atomic_open(dest, "wb") as f:
+            expected = resp.headers.get("Content-Length")
+            while chunk := resp.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+                got += len(chunk)
+            if expected is not None and got != int(expected):
+                raise http.client.IncompleteRead(b"", int(expected) - got)
+            if digest.hexdigest() != source.sha256:
+                raise _ChecksumMismatch(f"SHA-256 {digest.hexdigest()}, expected {source.sha256}")
+    except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as exc:
+        what = "checksum mismatch" if isinstance(exc, _ChecksumMismatch) else "download failed"
+        if isinstance(exc, http.client.IncompleteRead):
+            exc = f"truncated: {got} bytes of {got + (exc.expected or 0)}"
+        raise MissingWeightsError(
+            f"{what} for {source.url} ({exc}); nothing was written to {dest}. {_manual_fix(source, dest, None)}"
+        ) from None
+    log.info("verified %s (sha256 %s...)", dest, source.sha256[:12])
+    return dest
+
+
+class _ChecksumMismatch(Exception):
+    pass
+
+
+def _manual_fix(source: WeightsFile, target: Path, path: str | None) -> str:
+    return (
+        f"FID/KID need the Inception-v3 weights {source.name} ({source.size}). On a machine with internet, "
+        f"download {source.url} and copy it to {target}"
         + ("" if path else " (or anywhere, and pass fid.inception_weights=/path/to/that/file)")
         + ". To skip FID/KID instead, set fid.enabled=false."
     )
+
+
+def resolve_inception_weights(
+    path: str | os.PathLike | None = None,
+    download: bool = True,  # fetch into the hub cache when absent (never when CYCLEGAN_OFFLINE=1)
+    source: WeightsFile = INCEPTION,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """The Inception weights file to use, checked to exist and to hold only tensors; raises with the fix if not.
+
+    An explicit ``path`` is used as given (never downloaded to); the default location is filled on first use."""
+    target = Path(path).expanduser() if path else default_inception_path(source)
     if not target.is_file():
-        raise MissingWeightsError(f"no file {target}. {fix}")
+        if path or not download or offline():
+            why = "downloads are off (" + ("fid.download=false" if not download else f"{OFFLINE_ENV}=1") + "). " if not path else ""
+            raise MissingWeightsError(f"no file {target}; {why}{_manual_fix(source, target, path)}")
+        download_weights(source, target, timeout)
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- truncated download, HTML error page, ...
-        raise MissingWeightsError(f"{target} cannot be read as a weights file ({type(exc).__name__}). {fix}") from None
+    except Exception as exc:  # noqa: BLE001 -- truncated copy, HTML error page, ...
+        raise MissingWeightsError(f"{target} cannot be read as a weights file ({type(exc).__name__}). "
+                                  f"{_manual_fix(source, target, path)}") from None  # fmt: skip
     if not isinstance(state, dict) or "fc.weight" not in state:
-        raise MissingWeightsError(f"{target} is not the torch-fidelity Inception state_dict. {fix}")
+        raise MissingWeightsError(f"{target} is not the torch-fidelity Inception state_dict. {_manual_fix(source, target, path)}")
     return target
 
 
@@ -58,14 +142,15 @@ class InceptionFeatures(nn.Module):
 
     num_features = 2048
 
-    def __init__(self, weights_path: str | os.PathLike | None = None):
+    def __init__(self, weights_path: str | os.PathLike | None = None, download: bool = True):
         super().__init__()
-        path = resolve_inception_weights(weights_path)  # before anything could try a download
-        try:
+        try:  # before a 92 MB download that could not be used
             from torchmetrics.image.fid import NoTrainInceptionV3
             import torch_fidelity  # noqa: F401
         except ImportError:
-            raise ConfigError("FID/KID need torch-fidelity: pip install 'cyclegan-lightning[fid]'") from None
+            raise MissingPackageError("FID/KID with Inception need torch-fidelity: pip install 'cyclegan-lightning[fid]' "
+                              "(or set fid.enabled=false)") from None  # fmt: skip
+        path = resolve_inception_weights(weights_path, download)  # ours, so torchmetrics never downloads
         self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,12 +182,32 @@ class RandomConvFeatures(nn.Module):
         return torch.cat([f.mean((2, 3)), f.std((2, 3))], dim=1)
 
 
-def build_feature_extractor(features: str = "inception", inception_weights: str | None = None) -> nn.Module:
+def build_feature_extractor(features: str = "inception", inception_weights: str | None = None, download: bool = True) -> nn.Module:
     if features == "inception":
-        return InceptionFeatures(inception_weights).eval()
+        return InceptionFeatures(inception_weights, download).eval()
     if features == "random":
         return RandomConvFeatures().eval()
     raise ConfigError(f"fid.features must be one of {FEATURES}, got {features!r}")
+
+
+def fid_extractor(
+    enabled: bool | str = "auto",  # true: FID/KID or an error | false: none | auto: FID/KID when possible
+    features: str = "inception",
+    inception_weights: str | None = None,
+    download: bool = True,
+) -> tuple[nn.Module | None, str | None]:
+    """(extractor, None), or (None, why FID/KID are left out). Only ``enabled=auto`` turns a missing torch-fidelity,
+    missing weights or a failed download into a reason instead of an error."""
+    if enabled not in (True, False, "auto"):
+        raise ConfigError(f"fid.enabled must be true, false or auto, got {enabled!r}")
+    if enabled is False:
+        return None, "fid.enabled=false"
+    try:
+        return build_feature_extractor(features, inception_weights, download), None
+    except (MissingWeightsError, MissingPackageError) as exc:
+        if enabled is True:
+            raise
+        return None, str(exc)
 
 
 class FidKid:

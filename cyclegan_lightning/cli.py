@@ -1,0 +1,42 @@
+"""What the command scripts (predict, evaluate, leaderboard, export) share: mandatory settings checked before any
+work, errors users can fix shown as one line with exit code 2, and where a checkpoint's reports go by default."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from cyclegan_lightning.errors import ConfigError, CycleGANError
+
+T = TypeVar("T")
+
+
+def require(cfg: DictConfig, command: str) -> None:
+    """Raise one ``ConfigError`` naming every mandatory (``???``) setting left unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{command}.py needs {', '.join(missing)}: python {command}.py {example} (see conf/{command}.yaml)")
+
+
+def run_command(command: str, work: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """``work(cfg)`` after ``require``; a ``CycleGANError`` is logged as one line and exits with code 2."""
+    try:
+        require(cfg, command)
+        return work(cfg)
+    except CycleGANError as exc:  # a problem the user can fix: say what, without a traceback
+        logging.getLogger(command).error("%s", exc)
+        sys.exit(2)
+
+
+def output_dir_for(ckpt_path: str | Path, kind: str) -> Path:
+    """``<run>/<kind>/<checkpoint name>/`` for a run's checkpoint (``<run>/checkpoints/x.ckpt``), else
+    ``./<kind>/<checkpoint name>/``: reports of each checkpoint stay apart and beside their run."""
+    ckpt_path = Path(ckpt_path)
+    base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else Path(".")
+    return base / kind / ckpt_path.stem

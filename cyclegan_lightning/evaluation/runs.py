@@ -1,0 +1,155 @@
+"""Reading what train.py left in a run folder: its checkpoints (best and last, with their epochs), its test and
+ground-truth folders, its overrides and its CSV metrics. Shared by evaluate.py and the leaderboard.
+
+A run directory holds ``checkpoints/`` (``best.ckpt`` and ``last.ckpt``; runs before them ``best-epochNNNN.ckpt``),
+``csv/metrics.csv`` and, from Hydra, ``.hydra/{config,hydra,overrides}.yaml``. A multirun directory holds one run
+directory per job (``0/``, ``1/``, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from cyclegan_lightning.errors import DataError
+
+CHECKPOINTS = ("best", "last")
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories (those with a ``checkpoints/`` folder) in or under each path, up to 3 levels, in order."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise DataError(f"runs: {path} is not a folder. Give a multirun folder or run folders of train.py.")
+        found = [path] if (path / "checkpoints").is_dir() else []
+        for depth in ("*", "*/*", "*/*/*"):
+            if found:
+                break
+            found = sorted((p.parent for p in path.glob(f"{depth}/checkpoints") if p.is_dir()), key=_natural)
+        if not found:
+            raise DataError(f"runs: no run folder (one with checkpoints/) in {path}.")
+        runs += [r for r in found if r not in runs]
+    return runs
+
+
+def _natural(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def run_of(path: str | Path) -> Path | None:
+    """The run folder of a checkpoint file or of a folder given as a run (or its ``checkpoints/``), else None."""
+    path = Path(path)
+    for cand in ([path, path.parent] if path.is_dir() else [path.parent.parent]):
+        if (cand / "checkpoints").is_dir():
+            return cand
+    return None
+
+
+def read_overrides(run: Path) -> list[str]:
+    file = run / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def pick_checkpoint(run: Path, which: str = "best") -> Path:
+    """``last``: ``last.ckpt``. ``best``: ``best.ckpt``; in older runs the ModelCheckpoint's best as recorded in
+    ``last.ckpt``, else the newest ``best-*.ckpt``; ``last.ckpt`` when the run kept no best."""
+    if which not in CHECKPOINTS:
+        raise DataError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
+    ckpts = run / "checkpoints"
+    last = ckpts / "last.ckpt"
+    if which == "best":
+        if (ckpts / "best.ckpt").is_file():
+            return ckpts / "best.ckpt"
+        if last.is_file():
+            try:
+                for key, value in _load(last).get("callbacks", {}).items():
+                    if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+                        best = ckpts / Path(value["best_model_path"]).name  # the run may have moved
+                        if best.is_file():
+                            return best
+            except Exception:  # noqa: BLE001 -- an unreadable last.ckpt is reported when it is evaluated
+                pass
+        bests = sorted(ckpts.glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if bests:
+            return bests[-1]
+    if last.is_file():
+        return last
+    any_ckpt = sorted(ckpts.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not any_ckpt:
+        raise DataError(f"run {run}: no .ckpt in {ckpts}")
+    return any_ckpt[-1]
+
+
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The epoch a Lightning checkpoint was saved at, 1-based like the sample grids (``epoch_0003.png``); None
+    for files without one (reference generators) or that cannot be read (their evaluation says why)."""
+    try:
+        epoch = _load(Path(path)).get("epoch")
+    except Exception:  # noqa: BLE001
+        return None
+    return int(epoch) + 1 if isinstance(epoch, int) else None
+
+
+def read_metric_by_epoch(run: Path, metric: str) -> dict[int, float]:
+    """``{epoch (1-based): value}`` of ``metric`` in the run's ``csv/metrics.csv`` (last value of each epoch)."""
+    file = run / "csv" / "metrics.csv"
+    if not file.is_file():
+        return {}
+    out = {}
+    with open(file, newline="") as f:
+        for row in csv.DictReader(f):
+            value, epoch = row.get(metric), row.get("epoch")
+            if value not in (None, "") and epoch not in (None, ""):
+                out[int(float(epoch)) + 1] = float(value)
+    return out
+
+
+def data_folders(root: str | Path | None, test_a=None, test_b=None, paired_a=None, paired_b=None) -> dict[str, str | None]:
+    """``test_a``/``test_b`` (default ``root/testA``, ``root/testB``) and the ground truth of their translations:
+    ``paired_b`` (B of each test A image, default ``root/truthB`` when it exists) and ``paired_a`` (``root/truthA``)."""
+    r = Path(root) if root else None
+    return {
+        "test_a": test_a or (str(r / "testA") if r else None),
+        "test_b": test_b or (str(r / "testB") if r else None),
+        "paired_a": paired_a or (str(r / "truthA") if r and (r / "truthA").is_dir() else None),
+        "paired_b": paired_b or (str(r / "truthB") if r and (r / "truthB").is_dir() else None),
+    }
+
+
+def run_test_folders(run: Path) -> dict[str, str | None]:
+    """The run's own test (and ground-truth) folders, from its saved Hydra config, as in ``data_folders``."""
+    cfg_file = run / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        return data_folders(None)
+    from cyclegan_lightning.config import register_resolvers
+
+    register_resolvers()
+    text = cfg_file.read_text()
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():  # ${hydra:runtime.cwd} etc. take the values that run had
+        hydra_node = OmegaConf.load(hydra_file).get("hydra", {})
+
+        def lookup(m: re.Match) -> str:
+            value = OmegaConf.select(hydra_node, m.group(1), throw_on_resolution_failure=False)
+            return str(value) if value is not None else m.group(0)
+
+        text = re.sub(r"\$\{hydra:([\w.]+)\}", lookup, text)
+    cfg = OmegaConf.create(text)
+    try:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"run {run}: cannot resolve its data folders ({exc}); pass data_root=<folder with testA/ testB/>") from None
+    folders = data_folders(data.get("root"), data.get("test_a"), data.get("test_b"))
+    if data.get("direction") == "BtoA":  # the run's A is the folder's B
+        folders = {"test_a": folders["test_b"], "test_b": folders["test_a"],
+                   "paired_a": folders["paired_b"], "paired_b": folders["paired_a"]}  # fmt: skip
+    return folders
