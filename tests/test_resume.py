@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from conftest import TINY, compose_train_cfg, make_dataset
 from probes import ROOT
 
@@ -43,25 +44,46 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
         assert torch.equal(pool_a["rng_state"], pool_b["rng_state"])
 
 
-def test_resume_is_bitwise_exact(tmp_path: Path, monkeypatch):
-    """2 epochs straight == 1 epoch, then resume for the 2nd: weights, Adam moments, LR schedule, pools."""
-    data = make_dataset(tmp_path / "data")
+WORKERS = ["data.num_workers=2", "data.persistent_workers=true"]  # as the demo trains
 
-    def run(out: str, *overrides: str) -> dict:
-        cfg = compose_train_cfg([f"data.root={data}", *EXACT, *overrides], tmp_path / out)
-        run_training(cfg)
-        return _load(tmp_path / out / "checkpoints" / "last.ckpt")
 
-    straight = run("straight", "trainer.max_epochs=2")
-    run("first", "trainer.max_epochs=1")
-    resumed = run("second", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
-    _assert_same_training_state(straight, resumed)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, dict]:
+    """(data root, final checkpoint) of 2 uninterrupted epochs with 2 persistent workers: what resumes must match."""
+    tmp = tmp_path_factory.mktemp("straight")
+    data = make_dataset(tmp / "data")
+    return data, _run(tmp / "run", data, "trainer.max_epochs=2", *WORKERS)
+
+
+def _run(out: Path, data: Path, *overrides: str) -> dict:
+    run_training(compose_train_cfg([f"data.root={data}", *EXACT, *overrides], out))
+    return _load(out / "checkpoints" / "last.ckpt")
+
+
+def test_resume_at_epoch_end_with_workers_is_bitwise_exact(straight, tmp_path: Path):
+    """2 epochs straight == 1 epoch, then resume for the 2nd, both with 2 persistent workers (fresh ones on resume)."""
+    data, reference = straight
+    _run(tmp_path / "first", data, "trainer.max_epochs=1", *WORKERS)
+    resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", *WORKERS,
+                   f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")  # fmt: skip
+    _assert_same_training_state(reference, resumed)
     assert resumed["epoch"] == 2 - 1 and resumed["global_step"] == 2 * 2 * 2  # epochs x batches x optimizers
 
-    # the random states are what makes it exact: resuming without them draws other crops, flips and B partners
-    monkeypatch.setattr(resume, "restore_rng_states", lambda states: None)
-    drifted = run("drifted", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
-    assert not all(torch.equal(v, drifted["state_dict"][k]) for k, v in straight["state_dict"].items())
+
+def test_sigterm_mid_epoch_then_resume_on_other_worker_count_is_bitwise_exact(straight, tmp_path: Path):
+    """SIGTERM after batch 1 of epoch 2 (of 2 batches) with 2 workers; resumed with 0 workers, the run continues at
+    batch 2, no batch re-run or skipped, and ends where the uninterrupted run ends."""
+    data, reference = straight
+    sigterm = ["+callbacks.sigterm._target_=probes.SigtermAfter", "+callbacks.sigterm.epoch=1",
+               "+callbacks.sigterm.batch=1"]  # fmt: skip
+    with pytest.raises(SIGTERMException):
+        _run(tmp_path / "first", data, "trainer.max_epochs=2", *WORKERS, *sigterm)
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = _load(ckpt)
+    assert saved["epoch"] == 1 and saved["global_step"] == (2 + 1) * 2  # mid-epoch 2: 3 batches x 2 optimizers
+    assert saved["UnpairedDataModule"] == {"seed": 0, "epoch": 1, "samples_done": 2}  # 1 batch of 2 samples
+    resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", "data.num_workers=0", f"ckpt_path={ckpt}")
+    _assert_same_training_state(reference, resumed)
 
 
 def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path, monkeypatch):
