@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def _start(args: list[str], root: Path) -> subprocess.Popen:
     env.pop(resume.RESOLVED_ENV, None)
     log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: signals reach its workers too  # fmt: skip
 
 
 def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -143,11 +145,12 @@ def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> Non
         time.sleep(0.1)
 
 
-def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path: Path):
-    """SIGTERM mid-epoch 1: checkpoint + clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
+def test_sigterm_to_the_job_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path: Path):
+    """SIGTERM to the whole process group (as SLURM pre-empts: main process and its 2 workers) mid-epoch 1: a
+    checkpoint and a clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
     data = make_dataset(tmp_path / "data")
     runs = tmp_path / "outputs" / "demo" / "runs"  # experiment=demo (the default) names runs "demo"
-    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto",
+    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto", *WORKERS,
               "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.5"]  # fmt: skip
 
     def launch(name: str, after_batches: int) -> tuple[subprocess.Popen, Path]:
@@ -158,13 +161,13 @@ def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path
         return proc, runs / name / "checkpoints" / "last.ckpt"
 
     proc, ckpt = launch("first", after_batches=1)  # 1 of the 2 batches of epoch 1 done
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     state = _load(ckpt)
     assert state["epoch"] == 0 and state["global_step"] == 2  # saved mid-epoch, after batch 1 (2 optimizer steps)
 
     proc, ckpt = launch("second", after_batches=2)  # finishes epoch 1 (1 batch), then 1 batch into epoch 2
-    proc.kill()  # SIGKILL: no handler runs
+    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs
     proc.wait(timeout=60)
     state = _load(ckpt)  # the end-of-epoch-1 checkpoint is intact (written atomically)
     assert state["epoch"] == 0 and state["global_step"] == 4
@@ -173,3 +176,28 @@ def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path
     assert proc.wait(timeout=180) == 0
     final = _load(runs / "third" / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 1 and final["global_step"] == 2 * 2 * 2
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_five_times_then_auto_resume_finishes(tmp_path: Path):
+    """Five launches killed (SIGKILL, workers included) at random moments, each resuming the newest ``last.ckpt``:
+    every checkpoint left behind loads, and a last launch finishes the run."""
+    data = make_dataset(tmp_path / "data")
+    runs = tmp_path / "outputs" / "demo" / "runs"
+    epochs = 4
+    common = [*TINY, "logger=csv", f"data.root={data}", f"trainer.max_epochs={epochs}", "ckpt_path=auto", *WORKERS,
+              "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.3"]  # fmt: skip
+    rng = random.Random(0)
+    for i in range(5):
+        marker = tmp_path / f"kill{i}.marker"
+        proc = _start([*common, f"hydra.run.dir={runs / f'kill{i}'}", f"+callbacks.slow.marker={marker}"], tmp_path)
+        _wait_for(marker, proc)  # training has started (resumed, after the first)
+        time.sleep(rng.uniform(0.0, 2.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        for ckpt in runs.glob("*/checkpoints/*.ckpt"):
+            assert _load(ckpt)["epoch"] < epochs, ckpt  # complete and loadable, never a torn file
+    proc = _start([*common, f"hydra.run.dir={runs / 'last'}"], tmp_path)
+    assert proc.wait(timeout=300) == 0
+    final = _load(runs / "last" / "checkpoints" / "last.ckpt")
+    assert final["epoch"] == epochs - 1 and final["global_step"] == epochs * 2 * 2
