@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -242,3 +243,8 @@ class UnpairedDataModule(LightningDataModule):
         if state:
             self.seed = state["seed"]
             self._resume = (state["epoch"], state["samples_done"])
+        if state and state["samples_done"]:
+            log.info("resuming epoch %d after its first %d samples", state["epoch"] + 1, state["samples_done"])
+            # Lightning warns that a mid-epoch resume is unreliable unless the loader has a state_dict; this one's
+            # position is restored here (the loader's own count would be off by Lightning's prefetched batch)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
