@@ -47,12 +47,24 @@ def throughput(args) -> None:
         rates: dict[str, list[float]] = {"seeded": [], "plain": []}
         for epoch in range(args.warmup + args.iters):
             seeded.sampler.set_epoch(epoch)
-            for name, loader in (("seeded", seeded), ("plain", plain)):
+            pair = (("seeded", seeded), ("plain", plain))
+            for name, loader in pair if epoch % 2 else pair[::-1]:  # each goes first in half the pairs
                 t = time.perf_counter()
                 n = sum(len(batch["a"]) for batch in loader)
                 if epoch >= args.warmup:
                     rates[name].append(n / (time.perf_counter() - t))
         ratio = median([a / b for a, b in zip(rates["seeded"], rates["plain"])])
+        if workers == 0:  # the same, one sample at a time in this process: the seeding's own cost, least noisy
+            ds, keys = dm.train_set, list(seeded.sampler)
+            per = {"seeded": [], "plain": []}
+            for _ in range(args.iters):
+                for name, get in (("seeded", lambda k: ds[k]), ("plain", lambda k: ds[k[0]])):
+                    t = time.perf_counter()
+                    for key in keys:
+                        get(key)
+                    per[name].append((time.perf_counter() - t) / len(keys) * 1e3)
+            print(f"in-process, per sample: seeded {median(per['seeded']):.2f} ms, process RNG "
+                  f"{median(per['plain']):.2f} ms, ratio {median([a / b for a, b in zip(per['seeded'], per['plain'])]):.3f}")
         print(f"| {workers} | {median(rates['seeded']):.1f} | {median(rates['plain']):.1f} | {ratio:.3f} | {load()} |",
               flush=True)
 
