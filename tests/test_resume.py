@@ -71,18 +71,20 @@ def test_resume_at_epoch_end_with_workers_is_bitwise_exact(straight, tmp_path: P
     assert resumed["epoch"] == 2 - 1 and resumed["global_step"] == 2 * 2 * 2  # epochs x batches x optimizers
 
 
-def test_sigterm_mid_epoch_then_resume_on_other_worker_count_is_bitwise_exact(straight, tmp_path: Path):
-    """SIGTERM after batch 1 of epoch 2 (of 2 batches) with 2 workers; resumed with 0 workers, the run continues at
-    batch 2, no batch re-run or skipped, and ends where the uninterrupted run ends."""
+@pytest.mark.parametrize("epoch,batch,position", [(1, 1, (1, 1)), (0, 2, (1, 0))], ids=["mid-epoch", "last-batch"])
+def test_sigterm_then_resume_on_other_worker_count_is_bitwise_exact(straight, tmp_path: Path, epoch, batch, position):
+    """SIGTERM with 2 workers after batch 1 of epoch 2 (of 2 batches), or after the last batch of epoch 1 before its
+    end-of-epoch hooks (LR step, validation); resumed with 0 workers, the run continues with the next batch, none
+    re-run or skipped, and ends where the uninterrupted run ends."""
     data, reference = straight
-    sigterm = ["+callbacks.sigterm._target_=probes.SigtermAfter", "+callbacks.sigterm.epoch=1",
-               "+callbacks.sigterm.batch=1"]  # fmt: skip
+    sigterm = ["+callbacks.sigterm._target_=probes.SigtermAfter", f"+callbacks.sigterm.epoch={epoch}",
+               f"+callbacks.sigterm.batch={batch}"]  # fmt: skip
     with pytest.raises(SIGTERMException):
         _run(tmp_path / "first", data, "trainer.max_epochs=2", *WORKERS, *sigterm)
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
     saved = _load(ckpt)
-    assert saved["epoch"] == 1 and saved["global_step"] == (2 + 1) * 2  # mid-epoch 2: 3 batches x 2 optimizers
-    assert saved["UnpairedDataModule"] == {"seed": 0, "epoch": 1, "samples_done": 2}  # 1 batch of 2 samples
+    assert saved["epoch"] == epoch and saved["global_step"] == (2 * epoch + batch) * 2  # batches x 2 optimizers
+    assert saved["UnpairedDataModule"] == {"seed": 0, "epoch": position[0], "samples_done": position[1] * 2}
     resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", "data.num_workers=0", f"ckpt_path={ckpt}")
     _assert_same_training_state(reference, resumed)
 
