@@ -1,18 +1,21 @@
 """Resume a run exactly: which checkpoint (``ckpt_path=auto``), and the state Lightning does not save by itself.
 
 Lightning's checkpoint holds the weights, both optimizers, the LR schedulers, the loop counters and the callbacks.
+The data module adds its seed and the position in the epoch (``UnpairedDataModule.state_dict``): the training data
+is a pure function of (seed, epoch, rank, sample index), whatever the number of workers (``SeededSampler``), so a
+resumed run draws the samples, B partners, crops and flips an uninterrupted one would, from the next batch on.
 ``CycleGAN.on_save_checkpoint`` adds, through :func:`save_run_state`:
 
-- the random states of torch (CPU and CUDA), numpy and python, taken when the checkpoint is written: the train
-  loader's shuffling, the random B partner, the crops and flips and every worker's seed all derive from them,
-  so a resumed run draws the same data an uninterrupted one would (the image pools carry their own generator);
+- the random states of torch (CPU and CUDA), numpy and python, taken when the checkpoint is written (the
+  networks' own draws, e.g. dropout; data loading never touches them, and the image pools carry their own
+  generator);
 - under DDP, the image pools and random states of *every* rank (gathered to rank 0, which writes the file), so
   each rank gets its own back; resuming on a different number of processes gives every rank rank 0's pools;
 - the W&B run id, so the resumed run continues the same W&B run.
 
 Sanity-check validation runs inside Lightning's ``isolate_rng``, so it does not disturb the restored states.
-End-of-epoch checkpoints resume bitwise (``tests/test_resume.py``); a mid-epoch checkpoint (SIGTERM, SIGUSR1 on
-SLURM) finishes the epoch's remaining batches from a freshly shuffled loader, as Lightning warns.
+End-of-epoch and mid-epoch checkpoints (SIGTERM, SIGUSR1 on SLURM) resume bitwise on CPU, with any number of
+workers before and after (``tests/test_resume.py``).
 """
 
 from __future__ import annotations
@@ -171,7 +174,9 @@ class CheckpointOnSigterm(Callback):
     """On SIGTERM (sent by schedulers before pre-emption), save ``dirpath/filename`` and let the run end cleanly.
 
     Lightning turns SIGTERM into a ``SIGTERMException`` at the end of the current batch (on every rank); this
-    callback writes the checkpoint then, atomically, so ``ckpt_path=auto`` continues from that batch.
+    callback writes the checkpoint then, atomically, so ``ckpt_path=auto`` continues from the next batch.
+    Lightning's ``OnExceptionCheckpoint`` does not fit: it saves on every exception (a crash would write over
+    ``last.ckpt``) and deletes its file at ``teardown``.
     """
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt"):
@@ -188,9 +193,9 @@ class CheckpointOnSigterm(Callback):
 class DistinctRankSeeds(Callback):
     """Under DDP, reseed rank ``r`` with ``seed + r`` once the processes exist (``setup``).
 
-    ``seed_everything`` gives every rank the same seed, which is right for building identical networks, but then
-    with ``num_workers=0`` every rank would draw the same random B partners, crops and flips. Single-process runs
-    are left untouched; a resumed run restores each rank's saved states afterwards (restore follows ``setup``).
+    ``seed_everything`` gives every rank the same seed, which is right for building identical networks, but the
+    networks' own random draws (dropout) should differ between ranks (the data's already do: ``SeededSampler``).
+    Single-process runs are left untouched; a resumed run restores each rank's saved states afterwards.
     """
 
     def __init__(self, seed: int):

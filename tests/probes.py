@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,6 +64,18 @@ class SlowBatches(Callback):
         if self.marker and self.done == self.after:
             Path(self.marker).touch()
         time.sleep(self.seconds)
+
+
+class SigtermAfter(Callback):
+    """Send this process SIGTERM at the end of batch ``batch`` (1-based) of epoch ``epoch`` (0-based): a pre-emption
+    at an exact point, which Lightning turns into a ``SIGTERMException`` once the batch is done."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx + 1) == (self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class FailOnJob(Callback):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from conftest import make_dataset, write_images
 from cyclegan_lightning.data import UnpairedDataModule, build_transform, load_image
+from cyclegan_lightning.data.datasets import SeededSampler
 from cyclegan_lightning.data.images import ImageLoadError
 from cyclegan_lightning.errors import DataError
 
@@ -23,20 +25,76 @@ def datamodule(root: Path, **kwargs) -> UnpairedDataModule:
     return dm
 
 
+def _epoch(sampler: SeededSampler, epoch: int) -> list[tuple[int, int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
 def test_epoch_is_the_larger_domain_a_by_index_b_random_or_serial(tmp_path):
     write_images(tmp_path / "trainA", 3, seed=1)
     write_images(tmp_path / "trainB", 5, seed=2)
-    dm = datamodule(tmp_path)
-    ds = dm.train_set
+    ds = datamodule(tmp_path).train_set
     assert len(ds) == 5
     assert [Path(ds[i]["path_a"]).name for i in range(5)] == ["img_000.png", "img_001.png", "img_002.png", "img_000.png", "img_001.png"]
-    torch.manual_seed(0)
-    random_b = {ds[i % 5]["path_b"] for i in range(40)}
-    assert len(random_b) == 5  # uniform draws reach every B image
-    serial = datamodule(tmp_path, serial_batches=True).train_set
-    assert [Path(serial[i]["path_b"]).name for i in range(5)] == [f"img_{i:03d}.png" for i in range(5)]
-    batch = next(iter(dm.train_dataloader()))
+    serial_ds = datamodule(tmp_path, serial_batches=True).train_set
+    for shuffle, dataset in ((True, ds), (False, serial_ds)):
+        sampler = SeededSampler(dataset, seed=0, shuffle=shuffle)
+        orders, partners = [], set()
+        for epoch in range(6):
+            keys = _epoch(sampler, epoch)
+            orders.append([i for i, _ in keys])
+            partners |= {(key[0], Path(dataset[key]["path_b"]).name) for key in keys}
+        assert all(sorted(order) == list(range(5)) for order in orders)  # each index once per epoch
+        if shuffle:  # a new shuffle each epoch; B drawn at random: an index meets several B images
+            assert len({tuple(o) for o in orders}) > 1
+            assert len(partners) > 10 and {b for _, b in partners} == {f"img_{i:03d}.png" for i in range(5)}
+        else:  # serial_batches: in order, B by index, as the reference
+            assert orders == [list(range(5))] * 6
+            assert partners == {(i, f"img_{i:03d}.png") for i in range(5)}
+    batch = next(iter(datamodule(tmp_path).train_dataloader()))
     assert batch["a"].shape == (1, 3, 32, 32) and batch["a"].min() >= -1 and batch["a"].max() <= 1
+
+
+def _batches(loader, sampler, epochs=(0, 1)) -> list[dict]:
+    out = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        out += [batch for batch in loader]
+    return out
+
+
+def test_training_batches_are_the_same_for_any_worker_count_and_leave_the_global_rng_alone(tmp_path):
+    """0 workers, 1 worker (fresh each epoch, prefetch 4), 2 persistent workers: bitwise the same batches."""
+    root = make_dataset(tmp_path, n_train=6)
+    dm = datamodule(root, batch_size=2, seed=3)
+    loader = dm.train_dataloader()
+    before = torch.get_rng_state()
+    reference = _batches(loader, loader.sampler)
+    assert torch.equal(torch.get_rng_state(), before)  # the networks' random draws never depend on data loading
+    others = [datamodule(root, batch_size=2, seed=3, num_workers=2, persistent_workers=True).train_dataloader()]
+    one = SeededSampler(dm.train_set, seed=3)
+    others.append(DataLoader(dm.train_set, batch_size=2, sampler=one, num_workers=1, prefetch_factor=4))
+    for other in others:
+        batches = _batches(other, other.sampler)
+        assert len(batches) == len(reference) == 6
+        for got, want in zip(batches, reference):
+            assert got["path_a"] == want["path_a"] and got["path_b"] == want["path_b"]
+            assert torch.equal(got["a"], want["a"]) and torch.equal(got["b"], want["b"])  # same crops and flips
+    epoch0, epoch1 = reference[:3], reference[3:]
+    assert [b["path_a"] for b in epoch0] != [b["path_a"] for b in epoch1]  # each epoch its own shuffle
+
+
+def test_sampler_ranks_and_resume_position():
+    """Each rank its share with its own draws; a resumed epoch skips exactly the samples already trained on."""
+    dataset = list(range(8))
+    ranks = [SeededSampler(dataset, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
+    shares = [_epoch(s, 0) for s in ranks]
+    assert sorted(i for share in shares for i, _ in share) == list(range(8))  # split, none seen twice
+    full = _epoch(SeededSampler(dataset, seed=0), 1)
+    resumed = SeededSampler(dataset, seed=0, resume=(1, 3))
+    assert list(resumed) == full[3:]  # before set_epoch too: Lightning may iterate first
+    assert _epoch(resumed, 1) == full[3:] and _epoch(resumed, 2) == _epoch(SeededSampler(dataset, seed=0), 2)
+    assert full != _epoch(SeededSampler(dataset, seed=1), 1)  # the seed decides order and draws
 
 
 def test_explicit_folder_lists_recursive_discovery_and_direction(tmp_path):

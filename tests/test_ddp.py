@@ -36,7 +36,7 @@ def test_ddp_cpu_two_ranks_split_data_and_end_identical(ddp_run: Path):
     seen = [set(r["paths_a"]) for r in ranks]
     assert len(seen[0]) == len(seen[1]) == 4 and not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 8
-    # the random B partners (and crops/flips) differ too: each rank is seeded seed + rank
+    # the random B partners (and crops/flips) differ too: the rank is part of each sample's seed
     assert ranks[0]["paths_b"] != ranks[1]["paths_b"]
     # gradients are all-reduced: both ranks end with bitwise identical weights, equal to the saved checkpoint
     assert ranks[0]["weights"] == ranks[1]["weights"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from conftest import TINY, compose_train_cfg, make_dataset
 from probes import ROOT
 
@@ -43,25 +45,48 @@ def _assert_same_training_state(a: dict, b: dict) -> None:
         assert torch.equal(pool_a["rng_state"], pool_b["rng_state"])
 
 
-def test_resume_is_bitwise_exact(tmp_path: Path, monkeypatch):
-    """2 epochs straight == 1 epoch, then resume for the 2nd: weights, Adam moments, LR schedule, pools."""
-    data = make_dataset(tmp_path / "data")
+WORKERS = ["data.num_workers=2", "data.persistent_workers=true"]  # as the demo trains
 
-    def run(out: str, *overrides: str) -> dict:
-        cfg = compose_train_cfg([f"data.root={data}", *EXACT, *overrides], tmp_path / out)
-        run_training(cfg)
-        return _load(tmp_path / out / "checkpoints" / "last.ckpt")
 
-    straight = run("straight", "trainer.max_epochs=2")
-    run("first", "trainer.max_epochs=1")
-    resumed = run("second", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
-    _assert_same_training_state(straight, resumed)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, dict]:
+    """(data root, final checkpoint) of 2 uninterrupted epochs with 2 persistent workers: what resumes must match."""
+    tmp = tmp_path_factory.mktemp("straight")
+    data = make_dataset(tmp / "data")
+    return data, _run(tmp / "run", data, "trainer.max_epochs=2", *WORKERS)
+
+
+def _run(out: Path, data: Path, *overrides: str) -> dict:
+    run_training(compose_train_cfg([f"data.root={data}", *EXACT, *overrides], out))
+    return _load(out / "checkpoints" / "last.ckpt")
+
+
+def test_resume_at_epoch_end_with_workers_is_bitwise_exact(straight, tmp_path: Path):
+    """2 epochs straight == 1 epoch, then resume for the 2nd, both with 2 persistent workers (fresh ones on resume)."""
+    data, reference = straight
+    _run(tmp_path / "first", data, "trainer.max_epochs=1", *WORKERS)
+    resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", *WORKERS,
+                   f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")  # fmt: skip
+    _assert_same_training_state(reference, resumed)
     assert resumed["epoch"] == 2 - 1 and resumed["global_step"] == 2 * 2 * 2  # epochs x batches x optimizers
 
-    # the random states are what makes it exact: resuming without them draws other crops, flips and B partners
-    monkeypatch.setattr(resume, "restore_rng_states", lambda states: None)
-    drifted = run("drifted", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")
-    assert not all(torch.equal(v, drifted["state_dict"][k]) for k, v in straight["state_dict"].items())
+
+@pytest.mark.parametrize("epoch,batch,position", [(1, 1, (1, 1)), (0, 2, (1, 0))], ids=["mid-epoch", "last-batch"])
+def test_sigterm_then_resume_on_other_worker_count_is_bitwise_exact(straight, tmp_path: Path, epoch, batch, position):
+    """SIGTERM with 2 workers after batch 1 of epoch 2 (of 2 batches), or after the last batch of epoch 1 before its
+    end-of-epoch hooks (LR step, validation); resumed with 0 workers, the run continues with the next batch, none
+    re-run or skipped, and ends where the uninterrupted run ends."""
+    data, reference = straight
+    sigterm = ["+callbacks.sigterm._target_=probes.SigtermAfter", f"+callbacks.sigterm.epoch={epoch}",
+               f"+callbacks.sigterm.batch={batch}"]  # fmt: skip
+    with pytest.raises(SIGTERMException):
+        _run(tmp_path / "first", data, "trainer.max_epochs=2", *WORKERS, *sigterm)
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = _load(ckpt)
+    assert saved["epoch"] == epoch and saved["global_step"] == (2 * epoch + batch) * 2  # batches x 2 optimizers
+    assert saved["UnpairedDataModule"] == {"seed": 0, "epoch": position[0], "samples_done": position[1] * 2}
+    resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", "data.num_workers=0", f"ckpt_path={ckpt}")
+    _assert_same_training_state(reference, resumed)
 
 
 def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path, monkeypatch):
@@ -110,7 +135,8 @@ def _start(args: list[str], root: Path) -> subprocess.Popen:
     env.pop(resume.RESOLVED_ENV, None)
     log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: signals reach its workers too  # fmt: skip
 
 
 def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -121,11 +147,12 @@ def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> Non
         time.sleep(0.1)
 
 
-def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path: Path):
-    """SIGTERM mid-epoch 1: checkpoint + clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
+def test_sigterm_to_the_job_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path: Path):
+    """SIGTERM to the whole process group (as SLURM pre-empts: main process and its 2 workers) mid-epoch 1: a
+    checkpoint and a clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
     data = make_dataset(tmp_path / "data")
     runs = tmp_path / "outputs" / "demo" / "runs"  # experiment=demo (the default) names runs "demo"
-    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto",
+    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto", *WORKERS,
               "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.5"]  # fmt: skip
 
     def launch(name: str, after_batches: int) -> tuple[subprocess.Popen, Path]:
@@ -136,13 +163,13 @@ def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path
         return proc, runs / name / "checkpoints" / "last.ckpt"
 
     proc, ckpt = launch("first", after_batches=1)  # 1 of the 2 batches of epoch 1 done
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     state = _load(ckpt)
     assert state["epoch"] == 0 and state["global_step"] == 2  # saved mid-epoch, after batch 1 (2 optimizer steps)
 
     proc, ckpt = launch("second", after_batches=2)  # finishes epoch 1 (1 batch), then 1 batch into epoch 2
-    proc.kill()  # SIGKILL: no handler runs
+    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs
     proc.wait(timeout=60)
     state = _load(ckpt)  # the end-of-epoch-1 checkpoint is intact (written atomically)
     assert state["epoch"] == 0 and state["global_step"] == 4
@@ -151,3 +178,28 @@ def test_sigterm_saves_then_sigkill_mid_epoch_then_auto_resume_finishes(tmp_path
     assert proc.wait(timeout=180) == 0
     final = _load(runs / "third" / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 1 and final["global_step"] == 2 * 2 * 2
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_five_times_then_auto_resume_finishes(tmp_path: Path):
+    """Five launches killed (SIGKILL, workers included) at random moments, each resuming the newest ``last.ckpt``:
+    every checkpoint left behind loads, and a last launch finishes the run."""
+    data = make_dataset(tmp_path / "data")
+    runs = tmp_path / "outputs" / "demo" / "runs"
+    epochs = 4
+    common = [*TINY, "logger=csv", f"data.root={data}", f"trainer.max_epochs={epochs}", "ckpt_path=auto", *WORKERS,
+              "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.3"]  # fmt: skip
+    rng = random.Random(0)
+    for i in range(5):
+        marker = tmp_path / f"kill{i}.marker"
+        proc = _start([*common, f"hydra.run.dir={runs / f'kill{i}'}", f"+callbacks.slow.marker={marker}"], tmp_path)
+        _wait_for(marker, proc)  # training has started (resumed, after the first)
+        time.sleep(rng.uniform(0.0, 2.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        for ckpt in runs.glob("*/checkpoints/*.ckpt"):
+            assert _load(ckpt)["epoch"] < epochs, ckpt  # complete and loadable, never a torn file
+    proc = _start([*common, f"hydra.run.dir={runs / 'last'}"], tmp_path)
+    assert proc.wait(timeout=300) == 0
+    final = _load(runs / "last" / "checkpoints" / "last.ckpt")
+    assert final["epoch"] == epochs - 1 and final["global_step"] == epochs * 2 * 2

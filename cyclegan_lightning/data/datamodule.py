@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import signal
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from cyclegan_lightning.data.datasets import BAD_IMAGE_POLICIES, SingleDomainDataset, UnpairedImageDataset
+from cyclegan_lightning.data.datasets import BAD_IMAGE_POLICIES, SeededSampler, SingleDomainDataset, UnpairedImageDataset
 from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, find_images, image_size
 from cyclegan_lightning.data.transforms import build_transform
 from cyclegan_lightning.errors import DataError
@@ -20,6 +22,12 @@ log = logging.getLogger(__name__)
 Folders = str | Sequence[str] | None
 N_VAL_FALLBACK = 8  # validation images taken from the training folders when there are no test folders
 CHECK_MODES = ("header", "full", "none")
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Workers leave SIGTERM to the main process: a scheduler that signals the whole job (SLURM does) must not
+    kill them before the main process has saved its pre-emption checkpoint; they exit when it does."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _as_list(folders: Folders) -> list[Path]:
@@ -38,6 +46,10 @@ class UnpairedDataModule(LightningDataModule):
     the run at once with its name; with ``on_bad_image="skip"`` bad files are dropped with a warning instead.
     A file that turns out corrupt only when decoded mid-epoch follows the same policy: ``skip`` logs a warning,
     takes the next file and counts it (logged as ``data/skipped_images``); ``fail`` stops with the file's name.
+
+    Training data is a pure function of ``seed``, the epoch and the rank (:class:`SeededSampler`): the same for
+    any number of workers. ``state_dict`` (saved in every checkpoint) holds the seed and the position in the
+    epoch, so a resumed run, even one stopped mid-epoch, continues with the next batch it would have drawn.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class UnpairedDataModule(LightningDataModule):
         on_bad_image: str = "skip",  # skip | fail: what an unreadable image does (before and during training)
         check_images: str = "header",  # header | full | none: pre-flight check of every file
         build_demo: bool = False,  # build the bundled demo dataset at root if it is missing
+        seed: int | None = None,  # data order and each sample's draws (B, crop, flip); None: a random one
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -77,6 +90,8 @@ class UnpairedDataModule(LightningDataModule):
         self.channels = {"a": channels_a, "b": channels_b}
         self.train_set: UnpairedImageDataset | None = None
         self.val_sets: dict[str, SingleDomainDataset] = {}
+        self.seed = seed
+        self._resume = (0, 0)  # (epoch, samples of it already trained on) from a checkpoint
 
     # ---- folders -----------------------------------------------------------------------------------------------
     def _folders(self, split: str, domain: str) -> list[Path]:
@@ -181,20 +196,55 @@ class UnpairedDataModule(LightningDataModule):
             len(files["a"]), len(files["b"]), len(self.train_set), len(self.val_sets["a"]), len(self.val_sets["b"]),
         )  # fmt: skip
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, sampler=None) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
-        )
+            worker_init_fn=_ignore_sigterm if workers > 0 else None,
+            generator=torch.Generator().manual_seed(0),  # the workers' seeds: never drawn from the global RNG,
+        )  # whose use in training must not depend on how many loaders or workers there are
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=not self.hparams.serial_batches)
+        """Shuffled unless ``serial_batches`` (as the reference): :class:`SeededSampler`, each rank its share."""
+        if self.seed is None:  # one random seed, the same on every rank (their shares must not overlap)
+            self.seed = int(torch.randint(2**62, ()).item())
+            if self.trainer is not None:
+                self.seed = self.trainer.strategy.broadcast(self.seed)
+        world_size, rank = self._world()
+        sampler = SeededSampler(self.train_set, self.seed, shuffle=not self.hparams.serial_batches,
+                                num_replicas=world_size, rank=rank, resume=self._resume)  # fmt: skip
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         """Two loaders: index 0 = domain A, index 1 = domain B."""
-        return [self._loader(self.val_sets[d], shuffle=False) for d in ("a", "b")]
+        return [self._loader(self.val_sets[d]) for d in ("a", "b")]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data seed and where training stands: ``epoch`` and ``samples_done`` (per rank) of it."""
+        trainer = self.trainer
+        if trainer is None or self.seed is None:
+            return {}
+        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # the epoch's batches are all trained: next comes a new epoch
+            epoch, done = epoch + 1, 0
+        return {"seed": self.seed, "epoch": epoch, "samples_done": done * self.hparams.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the checkpoint's data: its seed, from its position (Lightning calls this before the loaders)."""
+        if state:
+            self.seed = state["seed"]
+            self._resume = (state["epoch"], state["samples_done"])
+        if state and state["samples_done"]:
+            log.info("resuming epoch %d after its first %d samples", state["epoch"] + 1, state["samples_done"])
+            # Lightning warns that a mid-epoch resume is unreliable unless the loader has a state_dict; this one's
+            # position is restored here (the loader's own count would be off by Lightning's prefetched batch)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")

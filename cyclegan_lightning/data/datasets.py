@@ -1,13 +1,17 @@
-"""Datasets over lists of image files: unpaired A/B pairs for training, one domain for validation."""
+"""Datasets over lists of image files: unpaired A/B pairs for training, one domain for validation; and the
+training sampler that makes every sample's random draws a pure function of (seed, epoch, rank, index)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import struct
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from cyclegan_lightning.data.images import ImageLoadError, load_image
 from cyclegan_lightning.data.transforms import ResizeTooLargeError
@@ -47,11 +51,55 @@ class _ImageReader:
         raise ImageLoadError(path, f"{MAX_CONSECUTIVE_BAD} files in a row could not be read; check the data folder")
 
 
+def sample_seed(seed: int, epoch: int, rank: int, index: int) -> int:
+    """The seed of one sample's random draws: a hash of (seed, epoch, rank, index), the same in any process."""
+    digest = hashlib.blake2b(struct.pack("<4q", seed, epoch, rank, index), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: any torch generator seed
+
+
+@contextlib.contextmanager
+def seeded_draws(seed: int | None):
+    """Inside, torch's CPU random state starts from ``seed`` (``None``: unchanged); afterwards it is as before.
+
+    Wraps a sample's B draw, crop and flip (torchvision's transforms draw from torch's global generator), so they
+    depend on the sample alone, not on which worker, or the main process, happens to load it.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # CPU only: never reseeds the CUDA generators
+        yield
+
+
+class SeededSampler(DistributedSampler):
+    """Yields ``(index, sample seed)`` for one epoch: the order and every sample's random draws depend only on
+    (seed, epoch, rank, index), so 0, 1 or N workers, persistent or not, give the same batches.
+
+    The order is ``DistributedSampler``'s (a shuffle seeded by ``seed + epoch``, or ``range`` without ``shuffle``;
+    each rank its share). Being a ``DistributedSampler``, Lightning keeps it under DDP instead of replacing it, and
+    calls ``set_epoch`` before each epoch. ``resume=(epoch, samples_done)`` skips the samples that epoch already
+    trained on, so a run resumed mid-epoch continues at the next batch.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
+                 resume: tuple[int, int] = (0, 0)):  # fmt: skip
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.resume_epoch, self.resume_done = resume
+        self.epoch = self.resume_epoch  # Lightning may iterate a resumed run's loader before calling set_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())
+        start = self.resume_done if self.epoch == self.resume_epoch else 0
+        return iter([(i, sample_seed(self.seed, self.epoch, self.rank, i)) for i in indices[start:]])
+
+
 class UnpairedImageDataset(Dataset):
     """One epoch = max(|A|, |B|) samples; A by index (wrapping), B at random or, with ``serial_b``, by index.
 
     Each sample is ``{"a", "b", "path_a", "path_b", "skipped"}``; ``skipped`` counts unreadable files passed over
-    so the training loop can log how many were skipped.
+    so the training loop can log how many were skipped. A key ``(index, seed)`` (from :class:`SeededSampler`)
+    draws B, the crops and the flips from ``seed``; a plain ``index`` draws them from the process's random state.
     """
 
     def __init__(
@@ -74,11 +122,13 @@ class UnpairedImageDataset(Dataset):
     def __len__(self) -> int:
         return max(len(self.reader_a.files), len(self.reader_b.files))
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         n_b = len(self.reader_b.files)
-        index_b = index % n_b if self.serial_b else int(torch.randint(n_b, ()).item())
-        a, path_a, skipped_a = self.reader_a.read(index % len(self.reader_a.files))
-        b, path_b, skipped_b = self.reader_b.read(index_b)
+        with seeded_draws(seed):
+            index_b = index % n_b if self.serial_b else int(torch.randint(n_b, ()).item())
+            a, path_a, skipped_a = self.reader_a.read(index % len(self.reader_a.files))
+            b, path_b, skipped_b = self.reader_b.read(index_b)
         return {"a": a, "b": b, "path_a": path_a, "path_b": path_b, "skipped": skipped_a + skipped_b}
 
 
