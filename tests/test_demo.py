@@ -1,0 +1,118 @@
+"""The demo: an invertible style with written ground truth, paired metrics against it, a labelled sample grid, the
+identity start, and the curves plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclegan_lightning.callbacks import ROW_NAMES, SampleGrid
+from cyclegan_lightning.data.demo import MIX, SHADOW_TINT, _curve, build_demo_dataset, dusk, undusk
+from cyclegan_lightning.evaluation.metrics import psnr
+from cyclegan_lightning.paired_metrics import PairedMetrics
+
+
+def photo(size: int = 64) -> np.ndarray:
+    from skimage import data as skdata
+
+    return np.asarray(Image.fromarray(skdata.astronaut()).resize((size, size), Image.BICUBIC))
+
+
+def as_unit(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255
+
+
+def test_dusk_changes_a_photo_strongly_and_inverts_exactly():
+    x = photo()
+    graded = dusk(x)
+    assert psnr(as_unit(graded), as_unit(x)) < 20  # a clearly visible change, not a tint
+    back = undusk(graded)
+    assert np.abs(back.astype(int) - x).max() <= 2  # invertible: B->A is learnable (8-bit rounding only)
+    assert psnr(as_unit(back), as_unit(x)) > 45
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    return build_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", n_train=3, n_test=2, size=36)
+
+
+def test_demo_writes_ground_truth_named_after_the_test_images(demo_root):
+    for test, truth, fn in (("testA", "truthB", dusk), ("testB", "truthA", undusk)):
+        names = sorted(p.name for p in (demo_root / test).iterdir())
+        assert names == sorted(p.name for p in (demo_root / truth).iterdir()) and len(names) == 2
+        for name in names:
+            image = np.asarray(Image.open(demo_root / test / name))
+            assert np.array_equal(np.asarray(Image.open(demo_root / truth / name)), fn(image))
+
+
+def dusk_torch(x: torch.Tensor) -> torch.Tensor:
+    """The demo grade on a [-1, 1] batch: a perfect A->B translator."""
+    y = _curve(torch.einsum("ij,njhw->nihw", torch.from_numpy(MIX), (x + 1) / 2) + torch.from_numpy(SHADOW_TINT)[:, None, None])
+    return y * 2 - 1
+
+
+class FixedModule(torch.nn.Module):
+    """A stand-in LightningModule whose generators are known functions."""
+
+    def __init__(self, a2b, b2a):
+        super().__init__()
+        self.fns = {"a2b": a2b, "b2a": b2a}
+        self.device = torch.device("cpu")
+
+    def forward(self, x, direction="a2b"):
+        return self.fns[direction](x)
+
+
+def trainer_on(root: Path, **kw) -> SimpleNamespace:
+    from cyclegan_lightning.data import UnpairedDataModule
+
+    dm = UnpairedDataModule(root=str(root), load_size=36, crop_size=32, num_workers=0, check_images="none")
+    dm.setup("fit")
+    return SimpleNamespace(datamodule=dm, sanity_checking=False, current_epoch=0, is_global_zero=True, **kw)
+
+
+def test_paired_metrics_score_the_true_translation_above_doing_nothing(demo_root):
+    trainer = trainer_on(demo_root)
+    perfect = PairedMetrics().compute(trainer, FixedModule(dusk_torch, lambda x: x))
+    assert perfect["paired_psnr_a2b"] > 40  # the true grade matches truthB (so the folders are not swapped)
+    assert perfect["paired_psnr_identity_a2b"] < 25 and perfect["paired_ssim_a2b"] > 0.98
+    # doing nothing scores exactly the identity baseline, in both directions
+    assert perfect["paired_psnr_b2a"] == pytest.approx(perfect["paired_psnr_identity_b2a"])
+    assert perfect["paired_ssim_b2a"] == pytest.approx(perfect["paired_ssim_identity_b2a"])
+    wrong_way = PairedMetrics().compute(trainer, FixedModule(lambda x: x, dusk_torch))
+    assert wrong_way["paired_psnr_b2a"] < wrong_way["paired_psnr_identity_b2a"]  # grading B again moves away
+
+
+def test_paired_metrics_do_nothing_without_truth_folders(tiny_dataset):
+    trainer = trainer_on(tiny_dataset)
+    assert PairedMetrics().compute(trainer, FixedModule(dusk_torch, dusk_torch)) == {}
+
+
+COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "magenta": (1, -1, 1), "blue": (-1, -1, 1),
+           "yellow": (1, 1, -1), "cyan": (-1, 1, 1)}  # fmt: skip
+
+
+def test_sample_grid_rows_are_in_the_named_order_and_enlarged():
+    """A->B rolls the channels, B->A negates them: each of the six rows gets its own known colour."""
+    solid = lambda name: torch.tensor(COLOURS[name], dtype=torch.float32)[:, None, None].expand(3, 16, 16)
+    val_sets = {"a": [{"image": solid("red")}] * 2, "b": [{"image": solid("blue")}] * 2}
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets=val_sets), current_epoch=6)
+    module = FixedModule(lambda x: x.roll(1, dims=1), lambda x: -x)
+    grid = SampleGrid("unused", n_images=2, display_size=64).render(trainer, module)
+    rgb = (grid * 255).round().to(torch.uint8).permute(1, 2, 0)
+    expected = ["red", "green", "magenta", "blue", "yellow", "cyan"]  # real A, A->B, A->B->A, real B, B->A, B->A->B
+    assert len(expected) == len(ROW_NAMES)
+    centres = []
+    for name in expected:
+        colour = torch.tensor([255 if c > 0 else 0 for c in COLOURS[name]], dtype=torch.uint8)
+        ys, xs = torch.nonzero((rgb == colour).all(-1), as_tuple=True)
+        assert len(ys) >= 2 * 64 * 64  # both tiles of the row, enlarged 16 -> 64 px
+        centres.append(float(ys.float().mean()))
+    assert centres == sorted(centres)
+    text_strip = rgb[:, : int(xs.min())]  # the row names, left of the tiles
+    assert (text_strip.int().sum(-1) < 300).sum() > 100  # dark text pixels
