@@ -82,6 +82,8 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     from cyclegan_lightning.callbacks import save_png_atomic
 
     series = read_metrics(csv_path)
+    known = lambda c: any(match(c) for _, match in FAMILIES)
+    series = {c: v for c, v in series.items() if known(c) or any(y != 0 for _, y in v)}  # e.g. no skipped images
     panels = group_columns(series)
     if not panels:
         raise DataError(f"{csv_path} holds no numeric metrics yet; train for at least one epoch first")

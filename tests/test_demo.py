@@ -140,7 +140,7 @@ def test_identity_init_makes_both_generators_copy_their_input(demo_root, tmp_pat
     trainer.ckpt_path = None
     model.on_fit_start()
     after = error()
-    assert all(a < 0.5 * b for a, b in zip(after, before)), (before, after)
+    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
 
 
 def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path, caplog):
