@@ -8,7 +8,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid, save_image
 
 log = logging.getLogger(__name__)
@@ -33,17 +36,47 @@ def save_png_atomic(image: torch.Tensor, path: Path) -> None:
         raise
 
 
+ROW_NAMES = ("real A", "A->B", "A->B->A", "real B", "B->A", "B->A->B")  # the grid's rows, top to bottom
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled font (nothing to download); scalable from Pillow 10.1, a fixed bitmap before."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def label_grid(grid: torch.Tensor, title: str, row_names: tuple[str, ...] = ROW_NAMES, pad: int = 2) -> torch.Tensor:
+    """Add a title line above and a name left of each row of a ``make_grid`` image (float (3, H, W) in [0, 1])."""
+    height = grid.shape[1]
+    row_h = (height - pad) / len(row_names)
+    font = _font(max(10, min(18, int(row_h) // 6)))
+    text_w = max(int(font.getlength(name)) for name in row_names) + 12
+    title_h = int(font.getbbox(title)[3]) + 10
+    canvas = Image.new("RGB", (text_w + grid.shape[2], title_h + height), "white")
+    canvas.paste(to_pil_image(grid), (text_w, title_h))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((text_w + pad, 5), title, fill="black", font=font)
+    for i, name in enumerate(row_names):
+        draw.text((6, title_h + pad + (i + 0.5) * row_h), name, fill="black", font=font, anchor="lm")
+    return pil_to_tensor(canvas).float() / 255
+
+
 class SampleGrid(Callback):
     """Translate the same ``n_images`` validation images of each domain at every validation.
 
-    Rows: real A, A->B, A->B->A, real B, B->A, B->A->B; one column per image. The grid is written to
+    Rows: real A, A->B, A->B->A, real B, B->A, B->A->B (named in the picture); one column per image; the epoch
+    above. Tiles smaller than ``display_size`` are enlarged by a whole factor with nearest-neighbour (for display
+    only: every model pixel stays a sharp square, so checkerboards remain visible). The grid is written to
     ``dirpath/epoch_XXXX.png`` (and ``latest.png``) and sent to every logger that takes images. The images are
     chosen once, so grids are comparable across epochs and across runs on the same data.
     """
 
-    def __init__(self, dirpath: str, n_images: int = 4, every_n_epochs: int = 1):
+    def __init__(self, dirpath: str, n_images: int = 4, every_n_epochs: int = 1, display_size: int = 128):
         self.dirpath = Path(dirpath)
         self.n_images, self.every_n_epochs = n_images, every_n_epochs
+        self.display_size = display_size  # tiles are enlarged to at least this side (0: as they are)
         self.inputs: dict[str, torch.Tensor] | None = None
 
     def _fixed_inputs(self, trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -56,7 +89,7 @@ class SampleGrid(Callback):
 
     @torch.no_grad()
     def render(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
-        """The grid as a float (3, H, W) tensor in [0, 1]."""
+        """The labelled grid (rows named, the epoch above) as a float (3, H, W) tensor in [0, 1]."""
         rows = []
         for there, back, domain in (("a2b", "b2a", "a"), ("b2a", "a2b", "b")):
             real = self._fixed_inputs(trainer)[domain].to(pl_module.device)
@@ -64,7 +97,11 @@ class SampleGrid(Callback):
             rows += [to_display(real), to_display(fake), to_display(pl_module(fake, back))]
         n = max(r.shape[0] for r in rows)
         rows = [torch.cat([r, r.new_ones(n - r.shape[0], *r.shape[1:])]) if r.shape[0] < n else r for r in rows]
-        return make_grid(torch.cat(rows).cpu(), nrow=n, padding=2, pad_value=1.0)
+        tiles = torch.cat(rows).cpu()
+        scale = -(-self.display_size // min(tiles.shape[-2:])) if self.display_size else 1  # ceil
+        if scale > 1:
+            tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
+        return label_grid(make_grid(tiles, nrow=n, padding=2, pad_value=1.0), f"epoch {trainer.current_epoch + 1}")
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -91,3 +128,31 @@ class SampleGrid(Callback):
             elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
                 logger.experiment.add_image("samples", grid, global_step=epoch)
         log.info("sample grid: %s", path)
+
+
+class PlotCurves(Callback):
+    """At the end of training, draw the run's CSV log into ``dirpath/curves.png`` (``plotting.plot_metrics``).
+
+    Does nothing without a CSVLogger (``logger=csv``, the default); ``python plot.py run=<run>`` draws it any time.
+    """
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        from cyclegan_lightning.plotting import plot_metrics
+
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()  # flush the rows still buffered
+                try:
+                    path = plot_metrics(Path(logger.log_dir) / "metrics.csv", self.dirpath / "curves.png")
+                except Exception as exc:  # noqa: BLE001 -- a plot is not worth failing a finished run
+                    log.warning("could not draw the training curves (%s); try python plot.py run=<run>", exc)
+                    return
+                log.info("training curves: %s", path)
+                return

@@ -86,6 +86,6 @@ def test_demo_experiment_builds_its_data_and_trains(tmp_path):
         tmp_path / "run", tiny=False,
     )  # fmt: skip
     run_training(cfg)
-    assert len(list((tmp_path / "demo" / "trainA").glob("*.png"))) == 60
+    assert len(list((tmp_path / "demo" / "trainA").glob("*.png"))) == 100
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "samples" / "epoch_0001.png").is_file()

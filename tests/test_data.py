@@ -228,7 +228,7 @@ def test_demo_dataset_is_deterministic(tmp_path):
     one = build_demo_dataset(tmp_path / "one", n_train=3, n_test=1, size=32)
     two = build_demo_dataset(tmp_path / "two", n_train=3, n_test=1, size=32)
     files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
-    assert len(files) == 8
+    assert len(files) == 10  # train 3 + 3, test 1 + 1, truth 1 + 1
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
     a, b = load_image(one / "trainA" / "0000.png").image, load_image(one / "trainB" / "0000.png").image
     assert not torch.allclose(a, b, atol=0.1)  # the B style differs visibly

@@ -1,11 +1,17 @@
-"""Build the bundled demo dataset: real photographs (shipped with scikit-image) vs the same kind of photographs
-graded in a neon "cyberpunk" style. No download, deterministic, a few seconds.
+"""Build the bundled demo dataset: daylight photographs (shipped with scikit-image) vs other photographs graded
+to "dusk". No download, deterministic, about a second.
 
     python -m cyclegan_lightning.data.demo --out data/demo
 
-Domain A: random crops of the colour photos in ``skimage.data``. Domain B: *other* random crops of the same photos,
-recoloured through a teal-magenta-amber palette, contrast-boosted and posterised. The two domains share content
-statistics but not images, which is what CycleGAN needs to learn the style.
+Domain A: random crops of the colour photos in ``skimage.data``. Domain B: *other* random crops of the same photos
+through :func:`dusk`, a strong but smooth and exactly invertible colour grade (a per-pixel affine colour mix into
+dim purple-blue shadows and warm highlights, then an S-shaped tone curve). Both directions are learnable, and
+because the grade is known, the ground truth of every held-out image is written too:
+
+- ``truthB/<name of a testA file>`` = :func:`dusk` of that testA image (what A->B should produce);
+- ``truthA/<name of a testB file>`` = :func:`undusk` of that testB image (what B->A should produce).
+
+``cyclegan_lightning.paired_metrics.PairedMetrics`` scores translations against them (paired PSNR/SSIM).
 """
 
 from __future__ import annotations
@@ -23,7 +29,39 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")  # colour photos bundled in the wheel
-PALETTE = np.array([[8, 10, 40], [0, 160, 190], [230, 40, 160], [255, 200, 80]], dtype=np.float32) / 255.0
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+SATURATION, GAIN, CURVE = 0.9, 0.6, 0.5  # keep 90% of the chroma, dim to 60%, S-curve mixed in at 50%
+SHADOW_TINT = np.array([0.10, 0.02, 0.25], dtype=np.float32)  # added where the luma is 0: purple-blue shadows
+LIGHT_TINT = np.array([0.25, 0.05, 0.00], dtype=np.float32)  # added where the luma is 1: warm highlights
+# y = MIX @ x + SHADOW_TINT is affine in x (the tints blend linearly in luma); it maps [0, 1]^3 into
+# [0.02, 0.85]^3, so nothing is clipped and MIX (singular values 0.69, 0.54, 0.49) inverts exactly.
+MIX = (GAIN * (SATURATION * np.eye(3) + (1 - SATURATION) * np.outer(np.ones(3), LUMA))
+       + np.outer(LIGHT_TINT - SHADOW_TINT, LUMA)).astype(np.float32)  # fmt: skip
+_TABLE = np.linspace(0.0, 1.0, 4097, dtype=np.float32)
+
+
+def _curve(x: np.ndarray) -> np.ndarray:
+    """Strictly increasing S-curve on [0, 1] (slope >= 1 - CURVE > 0), so it has an inverse."""
+    return (1 - CURVE) * x + CURVE * x * x * (3 - 2 * x)
+
+
+def _to_float(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) / 255.0
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return (x.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def dusk(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) daylight photo -> uint8 photo in the demo's B style ("dusk")."""
+    return _to_uint8(_curve(_to_float(rgb) @ MIX.T + SHADOW_TINT))
+
+
+def undusk(rgb: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`dusk` (exact up to 8-bit rounding): uint8 dusk photo -> uint8 daylight photo."""
+    y = np.interp(_to_float(rgb), _curve(_TABLE), _TABLE).astype(np.float32)
+    return _to_uint8((y - SHADOW_TINT) @ np.linalg.inv(MIX).T)
 
 
 def _load_photos() -> list[np.ndarray]:
@@ -41,20 +79,6 @@ def _load_photos() -> list[np.ndarray]:
     return photos
 
 
-def cyberpunk(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 photo in the demo's B style: luminance through a neon palette, posterised."""
-    x = rgb.astype(np.float32) / 255.0
-    lum = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    lum = np.clip((lum - 0.5) * 1.4 + 0.5, 0.0, 1.0)  # contrast
-    pos = lum * (len(PALETTE) - 1)
-    lo = np.floor(pos).astype(int).clip(0, len(PALETTE) - 2)
-    t = (pos - lo)[..., None]
-    graded = PALETTE[lo] * (1 - t) + PALETTE[lo + 1] * t
-    out = 0.8 * graded + 0.2 * x  # keep a trace of the original colours
-    out = np.round(out * 6) / 6  # posterise
-    return (out.clip(0, 1) * 255).astype(np.uint8)
-
-
 def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     crops = []
     for i in range(n):
@@ -68,9 +92,13 @@ def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator
 
 
 def build_demo_dataset(
-    out: str | os.PathLike, n_train: int = 60, n_test: int = 8, size: int = 96, seed: int = 0
+    out: str | os.PathLike, n_train: int = 100, n_test: int = 8, size: int = 72, seed: int = 0
 ) -> Path:
-    """Write ``out/{trainA,trainB,testA,testB}``; atomic: built in a temporary folder then renamed into place."""
+    """Write ``out/{trainA,trainB,testA,testB,truthA,truthB}``; atomic: built in a temporary folder, then renamed.
+
+    ``size`` equals the demo experiment's ``data.load_size``, so validation only centre-crops the images and the
+    ground truth stays pixel-aligned with the translations.
+    """
     out = Path(out)
     if (out / "trainA").is_dir():
         return out
@@ -80,12 +108,16 @@ def build_demo_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out.parent))
     try:
         for split, n in (("train", n_train), ("test", n_test)):
-            for domain in ("A", "B"):
+            for domain in ("A", "B"):  # separate random crops per domain: unpaired
                 folder = tmp / f"{split}{domain}"
                 folder.mkdir()
                 for i, crop in enumerate(_crops(photos, n, size, rng)):
-                    img = crop if domain == "A" else cyberpunk(crop)
+                    img = crop if domain == "A" else dusk(crop)
                     Image.fromarray(img).save(folder / f"{i:04d}.png")
+                    if split == "test":  # what a perfect translation of this test image looks like
+                        truth = tmp / f"truth{'BA'[domain == 'B']}"
+                        truth.mkdir(exist_ok=True)
+                        Image.fromarray(dusk(img) if domain == "A" else undusk(img)).save(truth / f"{i:04d}.png")
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
         tmp.rename(out)
@@ -101,9 +133,9 @@ def build_demo_dataset(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
-    parser.add_argument("--n-train", type=int, default=60, help="training images per domain")
+    parser.add_argument("--n-train", type=int, default=100, help="training images per domain")
     parser.add_argument("--n-test", type=int, default=8, help="test images per domain")
-    parser.add_argument("--size", type=int, default=96, help="side of the square images")
+    parser.add_argument("--size", type=int, default=72, help="side of the square images (= data.load_size)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
