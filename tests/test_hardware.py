@@ -62,13 +62,17 @@ def _translator(precision: str) -> Translator:
 
 def test_forced_bf16_on_emulating_cpu_warns_once_and_runs(simulate_cpu, caplog):
     simulate_cpu(False)
+
+    def warnings() -> int:
+        return sum("EMULATED" in r.getMessage() for r in caplog.records)
+
     with caplog.at_level(logging.WARNING, logger=hardware.__name__):
         translator = _translator("bf16")
+        assert warnings() == 1  # translator.precision=bf16
         _translator("bf16")
-        hardware.warn_if_emulated_bf16("bf16-mixed", "cpu")  # the training path: same process, no second warning
+        assert hardware.warn_if_emulated_bf16("bf16-mixed", "cpu")  # the training path, same process
+        assert warnings() == 1
         out = translator.translate_tensor(torch.rand(3, 8, 8))
-    warnings = [r for r in caplog.records if "EMULATED" in r.getMessage()]
-    assert len(warnings) == 1
     assert out.shape == (3, 8, 8)  # it proceeds
 
 
