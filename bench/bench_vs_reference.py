@@ -10,7 +10,8 @@ All contenders translate the same photo-like PNGs with the same generator file (
 process, timed from launch to exit. Every contender runs on a small and a large folder; the difference of the two
 times over the difference of image counts is the steady seconds per image, with start-up (imports, model load,
 ONNX export, compilation) cancelled. Runs are interleaved (size, repeat, folder, contender), so a change of machine
-load hits all alike; the table reports medians over repeats and ratios against the reference.
+load hits all alike; the table reports medians over repeats and ratios against the reference, in wall time and in
+the children's CPU time (user + system, all threads: steadier than wall time on a shared machine).
 
 - reference: ``test.py --model test --no_dropout --preprocess none`` (no resize: same pixels as ours). It writes
   real and fake per image plus an HTML page;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,21 +84,25 @@ def command(contender: str, ref: Path, ckpt_dir: Path, src: Path, out: Path) -> 
             f"hydra.run.dir={out}/.hydra_run"], ROOT  # fmt: skip
 
 
-def run_once(contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path) -> float:
+def run_once(contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child: user + system, all its threads) of one run."""
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     cmd, cwd = command(contender, ref, ckpt_dir, src, out)
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     if proc.returncode != 0:
         raise SystemExit(f"{contender} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     n_in = len(list(src.glob("*.png")))
     n_out = sum(1 for p in out.rglob("*.png") if "fake" in p.name or contender != "reference")
     if n_out < n_in:
         raise SystemExit(f"{contender}: {n_out} outputs for {n_in} inputs in {out}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -131,29 +137,35 @@ def main() -> None:
             for n, folder in folders.items():
                 make_images(folder, n, size)
             per_image: dict[str, list[float]] = {c: [] for c in contenders}
+            per_image_cpu: dict[str, list[float]] = {c: [] for c in contenders}
             startup: dict[str, list[float]] = {c: [] for c in contenders}
             loads = []
             for rep in range(args.repeats):
-                times: dict[tuple[str, int], float] = {}
+                times: dict[tuple[str, int], tuple[float, float]] = {}
                 for n in args.counts:
                     for c in contenders:  # interleaved: every contender sees the same stretch of machine load
                         times[c, n] = run_once(c, ref, ckpt_dir, folders[n], work)
                         loads.append(os.getloadavg()[0])
-                        print(f"  {size}px rep {rep} {c:18s} {n:3d} images: {times[c, n]:7.1f} s", flush=True)
+                        print(f"  {size}px rep {rep} {c:18s} {n:3d} images: {times[c, n][0]:7.1f} s wall, "
+                              f"{times[c, n][1]:7.1f} s CPU, load {loads[-1]:.1f}", flush=True)  # fmt: skip
                 small, large = args.counts
                 for c in contenders:
-                    s = (times[c, large] - times[c, small]) / (large - small)
+                    s = (times[c, large][0] - times[c, small][0]) / (large - small)
                     per_image[c].append(s)
-                    startup[c].append(times[c, small] - small * s)
-            base = statistics.median(per_image.get("reference") or per_image["plain"])
+                    per_image_cpu[c].append((times[c, large][1] - times[c, small][1]) / (large - small))
+                    startup[c].append(times[c, small][0] - small * s)
+            base_key = "reference" if "reference" in per_image else "plain"
+            base, base_cpu = statistics.median(per_image[base_key]), statistics.median(per_image_cpu[base_key])
             for c in contenders:
-                s = statistics.median(per_image[c])
-                rows.append((size, c, 1 / s, base / s, statistics.median(startup[c]), min(loads), max(loads)))
+                s, s_cpu = statistics.median(per_image[c]), statistics.median(per_image_cpu[c])
+                rows.append((size, c, 1 / s, base / s, s_cpu, base_cpu / s_cpu, statistics.median(startup[c]),
+                             min(loads), max(loads)))  # fmt: skip
     ref_name = "reference" if not args.no_reference else "plain"
-    print(f"\n| size | contender | images/s (steady) | x {ref_name} | start-up s | load (1-min avg) |")
-    print("|---|---|---|---|---|---|")
-    for size, c, ips, ratio, start, lo, hi in rows:
-        print(f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {start:.1f} | {lo:.1f}-{hi:.1f} |")
+    print(f"\n| size | contender | images/s (wall, steady) | x {ref_name} (wall) | CPU s/image | x {ref_name} (CPU time) "
+          f"| start-up s (wall) | load (1-min avg) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, c, ips, ratio, cpu, ratio_cpu, start, lo, hi in rows:
+        print(f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {cpu:.2f} | {ratio_cpu:.2f} | {start:.1f} | {lo:.1f}-{hi:.1f} |")
 
 
 if __name__ == "__main__":
