@@ -11,7 +11,8 @@ process, timed from launch to exit. Every contender runs on a small and a large 
 times over the difference of image counts is the steady seconds per image, with start-up (imports, model load,
 ONNX export, compilation) cancelled. Runs are interleaved (size, repeat, folder, contender), so a change of machine
 load hits all alike; the table reports medians over repeats and ratios against the reference, in wall time and in
-the children's CPU time (user + system, all threads: steadier than wall time on a shared machine).
+the children's CPU time (user + system, all threads). On a busy machine use ``--threads 1``: with two threads,
+the one that waits for a descheduled partner spins and inflates CPU time; with one, CPU time is the work done.
 
 - reference: ``test.py --model test --no_dropout --preprocess none`` (no resize: same pixels as ours). It writes
   real and fake per image plus an HTML page;
@@ -84,12 +85,15 @@ def command(contender: str, ref: Path, ckpt_dir: Path, src: Path, out: Path) -> 
             f"hydra.run.dir={out}/.hydra_run"], ROOT  # fmt: skip
 
 
-def run_once(contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path) -> tuple[float, float]:
+def run_once(contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path, threads: int | None = None
+             ) -> tuple[float, float]:  # fmt: skip
     """(wall seconds, CPU seconds of the child: user + system, all its threads) of one run."""
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     cmd, cwd = command(contender, ref, ckpt_dir, src, out)
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
+    if threads:  # torch (and through it our ONNX Runtime session) read this at start-up
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -112,6 +116,7 @@ def main() -> None:
     p.add_argument("--counts", nargs=2, type=int, default=[2, 8], metavar=("SMALL", "LARGE"), help="folder sizes")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], help="ours: eager | compile | onnxruntime")
+    p.add_argument("--threads", type=int, default=None, help="threads per contender (1: CPU time is robust to load)")
     p.add_argument("--no-reference", action="store_true", help="ours and the plain loop only")
     p.add_argument("--plain-child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -144,7 +149,7 @@ def main() -> None:
                 times: dict[tuple[str, int], tuple[float, float]] = {}
                 for n in args.counts:
                     for c in contenders:  # interleaved: every contender sees the same stretch of machine load
-                        times[c, n] = run_once(c, ref, ckpt_dir, folders[n], work)
+                        times[c, n] = run_once(c, ref, ckpt_dir, folders[n], work, args.threads)
                         loads.append(os.getloadavg()[0])
                         print(f"  {size}px rep {rep} {c:18s} {n:3d} images: {times[c, n][0]:7.1f} s wall, "
                               f"{times[c, n][1]:7.1f} s CPU, load {loads[-1]:.1f}", flush=True)  # fmt: skip
