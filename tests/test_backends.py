@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cyclegan_lightning.data.images import LoadedImage
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.inference import LoadedGenerators, Translator, to_pil
-from cyclegan_lightning.data.images import LoadedImage
 from cyclegan_lightning.inference.export import export_generator
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator, init_weights
 
