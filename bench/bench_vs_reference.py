@@ -115,7 +115,9 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     p.add_argument("--counts", nargs=2, type=int, default=[2, 8], metavar=("SMALL", "LARGE"), help="folder sizes")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], help="ours: eager | compile | onnxruntime")
+    p.add_argument(
+        "--backends", nargs="+", default=["eager", "onnxruntime"], help="ours: eager | compile | onnxruntime"
+    )
     p.add_argument("--threads", type=int, default=None, help="threads per contender (1: CPU time is robust to load)")
     p.add_argument("--no-reference", action="store_true", help="ours and the plain loop only")
     p.add_argument("--plain-child", nargs=3, help=argparse.SUPPRESS)
@@ -126,8 +128,10 @@ def main() -> None:
         raise SystemExit("give the reference checkout's path (a folder with test.py), or --no-reference")
     ref = Path(args.ref).resolve() if args.ref else Path()
 
-    print(f"CPU: {describe_cpu()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"CPU: {describe_cpu()}; {os.cpu_count()} logical CPUs; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} at start"
+    )
     contenders = ([] if args.no_reference else ["reference"]) + ["plain"] + [f"ours:{b}" for b in args.backends]
     with tempfile.TemporaryDirectory(prefix="bench_vs_ref_") as tmp:
         work = Path(tmp)
@@ -166,11 +170,15 @@ def main() -> None:
                 rows.append((size, c, 1 / s, base / s, s_cpu, base_cpu / s_cpu, statistics.median(startup[c]),
                              min(loads), max(loads)))  # fmt: skip
     ref_name = "reference" if not args.no_reference else "plain"
-    print(f"\n| size | contender | images/s (wall, steady) | x {ref_name} (wall) | CPU s/image | x {ref_name} (CPU time) "
-          f"| start-up s (wall) | load (1-min avg) |")
+    print(
+        f"\n| size | contender | images/s (wall, steady) | x {ref_name} (wall) | CPU s/image | x {ref_name} (CPU time) "
+        f"| start-up s (wall) | load (1-min avg) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for size, c, ips, ratio, cpu, ratio_cpu, start, lo, hi in rows:
-        print(f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {cpu:.2f} | {ratio_cpu:.2f} | {start:.1f} | {lo:.1f}-{hi:.1f} |")
+        print(
+            f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {cpu:.2f} | {ratio_cpu:.2f} | {start:.1f} | {lo:.1f}-{hi:.1f} |"
+        )
 
 
 if __name__ == "__main__":
