@@ -1,7 +1,8 @@
 """Inference benchmark: prints figures, asserts nothing (not a timed test).
 
-1. images/s at 256x256 and 1024x1024, fp32 and bf16, of ``Translator.translate_tensor`` against a plain
-   ``torch.inference_mode()`` loop over the same generator, measured alternately in the same process;
+1. images/s at 256x256 and 1024x1024 of ``Translator.translate_tensor`` on each backend (fp32; bf16 eager only where
+   the CPU has native bf16, or with --bf16) against a plain ``torch.inference_mode()`` loop over the same generator,
+   measured alternately in the same process, and the first image's latency (backend build included);
 2. peak resident memory of tiled inference on a 4096x4096 image, in a fresh subprocess;
 3. the largest seam error: tiled vs whole-image inference on a photo small enough for both.
 
@@ -28,6 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from cyclegan_lightning.hardware import cpu_bf16, describe_cpu  # noqa: E402
 from cyclegan_lightning.inference import LoadedGenerators, Translator  # noqa: E402
 from cyclegan_lightning.inference.tiling import translate_padded, translate_tiled  # noqa: E402
 from cyclegan_lightning.networks import ResnetGenerator, init_weights  # noqa: E402
@@ -38,9 +40,9 @@ def generator(n_blocks: int = 9) -> ResnetGenerator:
     return init_weights(ResnetGenerator(3, 3, ngf=64, n_blocks=n_blocks)).eval()
 
 
-def translator_for(gen, precision: str, tile_size=None) -> Translator:
+def translator_for(gen, precision: str, tile_size=None, backend: str = "eager") -> Translator:
     loaded = LoadedGenerators({"a2b": gen}, {"a": 3, "b": 3}, "bench", Path("bench.pth"))
-    return Translator(loaded, device="cpu", precision=precision, tile_size=tile_size)
+    return Translator(loaded, device="cpu", precision=precision, tile_size=tile_size, backend=backend)
 
 
 def machine() -> str:
@@ -52,18 +54,21 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"bf16 in hardware: {'yes' if bf16 else 'no'}, load average at start {load:.1f}")  # fmt: skip
+            f"{describe_cpu()}, load average at start {load:.1f}")  # fmt: skip
 
 
-def bench_speed(size: int, repeats: int) -> None:
+def bench_speed(size: int, repeats: int, backends: list[str], bf16: bool) -> None:
+    """Each backend (fp32) and bf16 eager against the plain loop, alternately; first-image latency includes building
+    the backend (ONNX export + session, or compilation for this shape)."""
     gen = generator()
     x01 = torch.rand(1, 3, size, size)
-    for precision in ("32", "bf16"):
-        translator = translator_for(gen, precision)
+    for precision, backend in [("32", b) for b in backends] + ([("bf16", "eager")] if bf16 else []):
+        t0 = time.perf_counter()
+        translator = translator_for(gen, precision, backend=backend)
+        translator.translate_tensor(x01)
+        first = time.perf_counter() - t0
 
         def plain():
             with torch.inference_mode():
@@ -84,9 +89,10 @@ def bench_speed(size: int, repeats: int) -> None:
                 times[name].append(time.perf_counter() - t)
         best = {k: min(v) for k, v in times.items()}
         ratio = best["plain"] / best["translator"]
-        print(f"{size}x{size} {'fp32' if precision == '32' else precision:>4}: translator {1 / best['translator']:7.3f} img/s, "
-              f"plain inference_mode loop {1 / best['plain']:7.3f} img/s, translator/plain {ratio:5.3f} "
-              f"(best of {repeats})", flush=True)  # fmt: skip
+        print(f"{size}x{size} {'fp32' if precision == '32' else precision:>4} {backend:>11}: translator "
+              f"{1 / best['translator']:7.3f} img/s, plain eager loop {1 / best['plain']:7.3f} img/s, translator/plain "
+              f"{ratio:5.2f} (best of {repeats}); first image {first:5.1f} s (backend build included), "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
 
 
 def tiled_child(size: int, tile: int, overlap: int, n_blocks: int) -> None:
@@ -128,6 +134,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed256", "speed1024", "tiled", "seams"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], help="eager | compile | onnxruntime")
+    parser.add_argument("--bf16", action="store_true", help="also bf16 eager where the CPU would emulate it (slow)")
     parser.add_argument("--tiled-child", nargs=4, type=int, metavar=("SIZE", "TILE", "OVERLAP", "BLOCKS"))
     parser.add_argument("--tiled-blocks", type=int, default=1, help="residual blocks of the 4096 run: peak memory is "
                         "set by the full-resolution layers, not the block count; time grows ~linearly with it")  # fmt: skip
@@ -136,10 +144,13 @@ def main() -> None:
         tiled_child(*args.tiled_child)
         return
     print(machine(), flush=True)
+    bf16 = args.bf16 or cpu_bf16()[0]
+    if not bf16:
+        print("bf16 skipped: this CPU would emulate it (many times slower than fp32); --bf16 runs it anyway")
     if "speed256" not in args.skip:
-        bench_speed(256, 3 if args.quick else 10)
+        bench_speed(256, 3 if args.quick else 10, args.backends, bf16)
     if "speed1024" not in args.skip:
-        bench_speed(1024, 1 if args.quick else 3)
+        bench_speed(1024, 1 if args.quick else 3, args.backends, bf16)
     if "tiled" not in args.skip:
         subprocess.run([sys.executable, __file__, "--tiled-child", "4096", "512", "128", str(args.tiled_blocks)], check=True)
     if "seams" not in args.skip:

@@ -1,6 +1,7 @@
 """Training (and inference) speed of the Lightning module against the plain PyTorch loop, in one process.
 
-    python bench/bench_train.py                        # CPU: 128x128, batch 1, fp32 and bf16-mixed
+    python bench/bench_train.py                        # CPU: 128x128, batch 1, fp32 (+ bf16-mixed if native)
+    python bench/bench_train.py --precisions 32-true bf16-mixed   # bf16 even where emulated (very slow)
     python bench/bench_train.py --device cuda --size 256 --precisions 32-true bf16-mixed
     python bench/bench_train.py --set model.adam_impl=fused   # any config override, applied to both contenders
 
@@ -32,6 +33,8 @@ from common import (  # noqa: E402
     ListDataset, compose_cfg, load, machine, median, model_dict, peak_rss_mib, preload, sync,
 )
 from plain_loop import PlainCycleGAN  # noqa: E402
+
+from cyclegan_lightning.hardware import cpu_bf16  # noqa: E402
 
 N_DISTINCT = 8  # distinct pre-loaded batches, cycled
 
@@ -170,7 +173,8 @@ def bench_inference(args, precision: str, batches: list[dict]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
+    p.add_argument("--precisions", nargs="+", default=None,
+                   help="default: 32-true, plus bf16-mixed on GPUs and on CPUs with native bf16")
     p.add_argument("--iters", type=int, default=8, help="timed iterations per contender and precision")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -188,6 +192,12 @@ def main() -> None:
         return memory_child(args)
 
     print(f"machine: {machine()}")
+    if args.precisions is None:
+        native = args.device != "cpu" or cpu_bf16()[0]
+        args.precisions = ["32-true", "bf16-mixed"] if native else ["32-true"]
+        if not native:
+            print("bf16-mixed skipped: this CPU would emulate it (86x slower measured); --precisions 32-true "
+                  "bf16-mixed runs it anyway")
     print(f"bench: {args.size}x{args.size}, batch 1, ResNet-9 ngf 64 / PatchGAN ndf 64, "
           f"overrides {args.set or 'none'}, "
           f"{args.warmup} warm-up + {args.iters} timed iterations each, interleaved; {load()}")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cyclegan_lightning.config import register_resolvers  # noqa: E402
+from cyclegan_lightning.hardware import describe_cpu  # noqa: E402
 
 # The reference networks (ResNet-9 generator, ngf 64; 70x70 PatchGAN, ndf 64) on the bundled demo images,
 # batch 1, no logger/callbacks/validation/checkpoints: what is timed is the training step and the loop around it.
@@ -132,7 +133,7 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{gpu}")
+            f"{describe_cpu()}, {gpu}")
 
 
 def sync(device: str) -> None:

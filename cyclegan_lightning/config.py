@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
+from cyclegan_lightning.hardware import bf16_where_native
+
 
 def amp_if_gpu() -> str:
     """Lightning precision: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU."""
@@ -14,8 +16,11 @@ def amp_if_gpu() -> str:
 
 
 def register_resolvers() -> None:
-    """``${add:a,b}`` (e.g. max_epochs = n_epochs + n_epochs_decay) and ``${amp_if_gpu:}``."""
+    """``${add:a,b}`` (e.g. max_epochs = n_epochs + n_epochs_decay), ``${amp_if_gpu:}`` and
+    ``${bf16_where_native:<accelerator>}`` (bf16-mixed unless the CPU would emulate it: see ``hardware``)."""
     if not OmegaConf.has_resolver("add"):
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
     if not OmegaConf.has_resolver("amp_if_gpu"):
         OmegaConf.register_new_resolver("amp_if_gpu", amp_if_gpu)
+    if not OmegaConf.has_resolver("bf16_where_native"):
+        OmegaConf.register_new_resolver("bf16_where_native", bf16_where_native)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
 from cyclegan_lightning.run_lock import RunDirLock
 from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.resume import DistinctRankSeeds, read_wandb_run_id
 from cyclegan_lightning.resume import resolve_ckpt_path as _resolve_resume
 
@@ -116,6 +117,7 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _refuse_multirun_spawning_ddp(trainer)
+    warn_if_emulated_bf16(trainer.precision, trainer.strategy.root_device.type)  # explicit bf16 on a CPU without it
     world_size = trainer.num_devices * trainer.num_nodes
     effective_batch = cfg.data.batch_size * world_size  # data.batch_size is per device
     log.info("batch size %d per device x %d device(s) = %d per step", cfg.data.batch_size, world_size, effective_batch)

@@ -6,15 +6,16 @@ The exported model takes (N, C, H, W) in [-1, 1] of any size and returns the sam
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cyclegan_lightning.errors import ConfigError, CycleGANError
+from cyclegan_lightning.inference.tiling import min_side, pad_to_multiple, size_multiple
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
@@ -25,23 +26,22 @@ class ExportError(CycleGANError):
 
 
 class PaddedGenerator(nn.Module):
-    """A generator plus reflect padding to its size multiple and the crop back: any input size in, same size out."""
+    """A generator plus the Translator's padding (``tiling.pad_to_multiple``) and the crop back: any input size in,
+    same size out, down to 1x1. Exported as one graph; the ``onnxruntime`` backend runs exactly this."""
 
-    def __init__(self, generator: nn.Module, size_multiple: int = 4):
+    def __init__(self, generator: nn.Module):
         super().__init__()
         self.generator = generator
-        self.size_multiple = size_multiple
+        self.size_multiple = size_multiple(generator)
+        self.minimum = min_side(generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        pad_h = (self.size_multiple - h % self.size_multiple) % self.size_multiple
-        pad_w = (self.size_multiple - w % self.size_multiple) % self.size_multiple
-        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-        return self.generator(x)[:, :, :h, :w]
+        return self.generator(pad_to_multiple(x, self.size_multiple, self.minimum))[:, :, :h, :w]
 
 
 def export_torchscript(generator: nn.Module, path: Path) -> Path:
-    wrapped = PaddedGenerator(generator, int(getattr(generator, "size_multiple", 4))).eval()
+    wrapped = PaddedGenerator(generator).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still the portable format
         scripted = torch.jit.script(wrapped)
@@ -50,18 +50,37 @@ def export_torchscript(generator: nn.Module, path: Path) -> Path:
     return path
 
 
-def export_onnx(generator: nn.Module, path: Path, example: torch.Tensor, opset: int = 18) -> Path:
+def export_onnx(generator: nn.Module, path: Path | io.BytesIO, example: torch.Tensor, opset: int = 18) -> Path | io.BytesIO:
+    """The padded generator as an ONNX graph with dynamic batch, height and width, to a file or an in-memory buffer."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ExportError("ONNX export needs the onnx extra: pip install 'cyclegan-lightning[onnx]'") from None
-    wrapped = PaddedGenerator(generator, int(getattr(generator, "size_multiple", 4))).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = PaddedGenerator(generator).eval()
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     dims = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(
-        wrapped, (example,), str(path), input_names=["image"], output_names=["translated"],
-        dynamic_axes={"image": dims, "translated": dims}, opset_version=opset, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape arithmetic and instance norm in eval: expected here
+        torch.onnx.export(
+            wrapped, (example,), path if isinstance(path, io.BytesIO) else str(path), input_names=["image"],
+            output_names=["translated"], dynamic_axes={"image": dims, "translated": dims}, opset_version=opset,
+            dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+def onnx_session(model: Path | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session (all graph optimisations) for a file or the bytes of an ONNX model."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("running ONNX needs onnxruntime: pip install 'cyclegan-lightning[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    model = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor:
@@ -69,12 +88,7 @@ def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(str(path), map_location="cpu")(x)
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("checking an ONNX export needs onnxruntime: pip install 'cyclegan-lightning[onnx]'") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    return torch.from_numpy(onnx_session(path).run(None, {"image": x.numpy()})[0])
 
 
 @torch.no_grad()
@@ -104,7 +118,8 @@ def export_generator(generator: nn.Module, fmt: str, path: str | Path, channels:
         raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
     generator = generator.cpu().eval()
     m = int(getattr(generator, "size_multiple", 4))
-    sizes = check_sizes or [(2 * m, 2 * m), (2 * m + 3, 3 * m - 1)]
+    # tiny sides take the replicate path (not 1x1: a constant image, whose instance norms amplify rounding)
+    sizes = check_sizes or [(1, 5), (2, 4), (2 * m, 2 * m), (2 * m + 3, 3 * m - 1)]
     path = Path(path)
     if fmt == "torchscript":
         export_torchscript(generator, path)

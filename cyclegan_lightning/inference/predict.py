@@ -11,7 +11,10 @@ import html
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from cyclegan_lightning.inference.translator import Translator, to_pil
 
 log = logging.getLogger(__name__)
 SAVE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+PREFETCH_CHUNKS = 2  # batches decoded ahead
 
 
 @dataclass
@@ -219,32 +223,76 @@ def run_prediction(
     failed: list[str] = []
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="translating", unit="img", disable=not progress)
-    for i in range(0, len(todo), max(1, batch_size)):
-        chunk = todo[i : i + max(1, batch_size)]
+    step = max(1, batch_size)
+    chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+
+    def load_chunk(chunk: list[tuple[Job, set[str]]]) -> dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]:
+        out: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]] = {}
         for d in directions:
-            there, back = d, ("b2a" if d == "a2b" else "a2b")
-            loaded, ok = [], []
+            out[d] = []
             for job in (job for job, todo_dirs in chunk if d in todo_dirs):
                 try:
-                    loaded.append(load_image(job.src, translator.channels_in(d)))
-                    ok.append(job)
+                    out[d].append((job, load_image(job.src, translator.channels_in(d))))
                 except ImageLoadError as exc:
-                    if on_bad_image == "fail":
-                        raise
-                    log.warning("%s", exc)
-                    if str(job.src) not in failed:
-                        failed.append(str(job.src))
-            if not loaded:
-                continue
-            fakes = translator.translate_loaded(loaded, there)
-            recs = translator.translate_loaded(fakes, back) if round_trip else [None] * len(fakes)
-            for job, real, fake, rec in zip(ok, loaded, fakes, recs):
-                if grid:
-                    save_atomic(side_by_side(*(x for x in (real, fake, rec) if x is not None)), job.outputs[f"{d}_grid"])
-                if rec is not None:
-                    save_atomic(rec, job.outputs[f"{d}_cycle"])
-                save_atomic(fake, job.outputs[d])  # the main output last: its presence means the job is done
-        bar.update(len(chunk))
+                    out[d].append((job, exc))
+        return out
+
+    stop = threading.Event()  # set by a failed write: later outputs are not attempted (a rerun does them)
+
+    def write(job: Job, d: str, real: LoadedImage, fake: LoadedImage, rec: LoadedImage | None) -> None:
+        if stop.is_set():
+            return
+        try:
+            if grid:
+                save_atomic(side_by_side(*(x for x in (real, fake, rec) if x is not None)), job.outputs[f"{d}_grid"])
+            if rec is not None:
+                save_atomic(rec, job.outputs[f"{d}_cycle"])
+            save_atomic(fake, job.outputs[d])  # the main output last: its presence means the job is done
+        except BaseException:
+            stop.set()
+            raise
+
+    # Decoding (next chunks) and encoding (earlier images) each run in a thread while the generator computes: PIL
+    # and zlib release the GIL, so the cores never wait on I/O. One writer keeps outputs in input order, so a failed
+    # write (disk full) leaves exactly the images before it. Few chunks in flight bound the memory.
+    reader = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
+    try:
+        loads = deque(reader.submit(load_chunk, c) for c in chunks[:PREFETCH_CHUNKS])
+        writes: deque = deque()
+        for n, chunk in enumerate(chunks):
+            loaded_chunk = loads.popleft().result()
+            if n + PREFETCH_CHUNKS < len(chunks):
+                loads.append(reader.submit(load_chunk, chunks[n + PREFETCH_CHUNKS]))
+            for d in directions:
+                there, back = d, ("b2a" if d == "a2b" else "a2b")
+                loaded, ok = [], []
+                for job, item in loaded_chunk[d]:
+                    if isinstance(item, ImageLoadError):
+                        if on_bad_image == "fail":
+                            raise item
+                        log.warning("%s", item)
+                        if str(job.src) not in failed:
+                            failed.append(str(job.src))
+                    else:
+                        loaded.append(item)
+                        ok.append(job)
+                if not loaded:
+                    continue
+                fakes = translator.translate_loaded(loaded, there)
+                recs = translator.translate_loaded(fakes, back) if round_trip else [None] * len(fakes)
+                writes += [writer.submit(write, job, d, *images) for job, *images in zip(ok, loaded, fakes, recs)]
+            while len(writes) > 2 * step or (writes and writes[0].done()):  # a failed write ends the run here
+                writes.popleft().result()
+            bar.update(len(chunk))
+        while writes:
+            writes.popleft().result()
+    except BaseException:
+        stop.set()  # interrupted or failed: no new outputs
+        raise
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)  # a write under way finishes: outputs are whole or absent
     bar.close()
     seconds = time.perf_counter() - start
     if html_index and jobs:

@@ -30,15 +30,22 @@ def min_side(net: nn.Module) -> int:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
-    """Pad bottom/right to multiples of ``multiple`` (at least ``minimum``): reflect where the image is large
-    enough, else replicate."""
-    h, w = x.shape[-2:]
-    pad_h = max((-h) % multiple, minimum - h)
-    pad_w = max((-w) % multiple, minimum - w)
-    if not (pad_h or pad_w):
-        return x
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    """Pad bottom/right so both sides are multiples of ``multiple`` and at least ``minimum``: replicate up to
+    ``minimum`` (an image too small to reflect), then reflect to the multiple.
+
+    The one padding of the Translator, tiling and exported models: it runs eagerly, under ``torch.jit.script``, and
+    under ONNX tracing, where the sides are tensors and the pads become graph ops (so no data-dependent branches).
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    tracing = torch.jit.is_tracing()
+    grow_h, grow_w = minimum - h, minimum - w
+    grow_h, grow_w = (grow_h + abs(grow_h)) // 2, (grow_w + abs(grow_w)) // 2  # max(., 0) for ints and traced sides
+    if tracing or grow_h > 0 or grow_w > 0:
+        x = F.pad(x, [0, grow_w, 0, grow_h], mode="replicate")
+    pad_h, pad_w = (-(h + grow_h)) % multiple, (-(w + grow_w)) % multiple
+    if tracing or pad_h > 0 or pad_w > 0:
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+    return x
 
 
 def translate_padded(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

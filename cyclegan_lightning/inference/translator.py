@@ -4,12 +4,22 @@
     translator = Translator.from_checkpoint("outputs/demo/runs/.../checkpoints/last.ckpt")
     zebra = translator(Image.open("horse.jpg"))              # PIL in, PIL out, same size (alpha kept)
     batch = translator.translate_tensor(x, "b2a")            # (N, C, H, W) in [0, 1] -> same shape in [0, 1]
+
+Backends (``backend=``) run the same padded generator (``export.PaddedGenerator``): ``eager`` (PyTorch),
+``compile`` (``torch.compile``, inductor; compiles once per image shape, then reuses), ``onnxruntime`` (the ONNX
+export run by ONNX Runtime; fp32 on CPU; optional extra ``onnx``). ``auto``: onnxruntime on a CPU in fp32 when it is
+installed (the fastest measured there, docs/performance.md), else eager. Tiled images always run eagerly: their
+shared instance-norm statistics are swapped into the PyTorch modules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
+import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,11 +28,16 @@ from torch import nn
 
 from cyclegan_lightning.data.images import LoadedImage, _normalise_mode, _to_float_array, load_image
 from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.inference.checkpoints import LoadedGenerators, load_generators
-from cyclegan_lightning.inference.tiling import translate_padded, translate_tiled
+from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, onnx_session
+from cyclegan_lightning.inference.tiling import min_side, translate_tiled
+
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("a2b", "b2a")
 PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
+BACKENDS = ("auto", "eager", "compile", "onnxruntime")
 
 
 def auto_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -52,17 +67,57 @@ class Translator:
         tile_overlap: int = 128,  # pixels shared by neighbouring tiles, blended
         tile_batch_size: int = 1,  # tiles run per forward
         stats_size: int = 1024,  # tiled images up to this side get exact instance-norm statistics
+        backend: str = "auto",  # auto | eager | compile | onnxruntime (see the module docstring)
     ):
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         self.loaded = loaded
         self.device = auto_device(device)
         self.dtype = PRECISIONS[str(precision)]
+        warn_if_emulated_bf16(precision, self.device.type)
+        self.backend = self._choose_backend(backend)
+        self._runners: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.tile_size, self.tile_overlap, self.tile_batch_size = tile_size, tile_overlap, tile_batch_size
         self.stats_size = stats_size
         self.generators: dict[str, nn.Module] = {d: g.to(self.device).eval() for d, g in loaded.generators.items()}
         for gen in self.generators.values():
             gen.requires_grad_(False)
+
+    def _choose_backend(self, backend: str) -> str:
+        if backend not in BACKENDS:
+            raise ConfigError(f"translator.backend must be one of {BACKENDS}, got {backend!r}")
+        fp32_cpu = self.device.type == "cpu" and self.dtype is None
+        if backend == "auto":
+            if fp32_cpu and importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+                backend, why = "onnxruntime", "fastest measured on CPU in fp32"
+            else:
+                backend, why = "eager", "not fp32 on a CPU" if not fp32_cpu else "onnxruntime not installed"
+            log.info("translator.backend=auto: %s (%s)", backend, why)
+        elif backend == "onnxruntime" and not fp32_cpu:
+            raise ConfigError(
+                f"translator.backend=onnxruntime runs fp32 on the CPU only (asked: device={self.device}, precision "
+                f"{self.dtype}). Use translator.device=cpu translator.precision=32, or translator.backend=eager."
+            )
+        return backend
+
+    def _runner(self, direction: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The padded generator of ``direction`` on this backend, built on first use (compile: traced per shape)."""
+        if direction not in self._runners:
+            gen = self._generator(direction)
+            padded = PaddedGenerator(gen).eval()
+            if self.backend == "compile":
+                self._runners[direction] = torch.compile(padded, dynamic=False)
+            elif self.backend == "onnxruntime":
+                example = torch.zeros(1, self.channels_in(direction), *(2 * [min_side(gen)]))
+                session = onnx_session(export_onnx(gen, io.BytesIO(), example).getvalue())
+
+                def run(x: torch.Tensor, session=session) -> torch.Tensor:
+                    return torch.from_numpy(session.run(None, {"image": x.contiguous().numpy()})[0])
+
+                self._runners[direction] = run
+            else:
+                self._runners[direction] = padded
+        return self._runners[direction]
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str = "auto", norm: str | None = None, **kwargs) -> Translator:
@@ -115,7 +170,7 @@ class Translator:
                     for img in x_in
                 ])  # fmt: skip
             else:
-                out = translate_padded(gen, x_in)
+                out = self._runner(direction)(x_in)
         out = ((out.float() + 1) / 2).clamp(0, 1).to(x.device)
         return out[0] if single else out
 
@@ -173,5 +228,5 @@ def build_translator(ckpt_path: str | Path, options) -> Translator:
         ckpt_path, arch=o.get("arch", "auto"), norm=o.get("norm"), device=o.get("device", "auto"),
         precision=str(o.get("precision", "32")), tile_size=o.get("tile_size", 1024),
         tile_overlap=o.get("tile_overlap", 128), tile_batch_size=o.get("tile_batch_size", 1),
-        stats_size=o.get("stats_size", 1024),
+        stats_size=o.get("stats_size", 1024), backend=o.get("backend", "auto"),
     )  # fmt: skip
