@@ -35,6 +35,7 @@ discriminators frozen, then the discriminator step on pooled, detached fakes mad
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import pickle
@@ -51,7 +52,7 @@ from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
 from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
 from cyclegan_lightning.image_pool import ImagePool
 from cyclegan_lightning.losses import GANLoss, gradient_penalty
-from cyclegan_lightning.networks import init_weights
+from cyclegan_lightning.networks import init_weights, set_activation_checkpointing
 from cyclegan_lightning.resume import load_run_state, save_run_state
 from cyclegan_lightning.schedulers import build_scheduler
 
@@ -101,6 +102,9 @@ class CycleGAN(LightningModule):
         compile_generators: bool = False,  # torch.compile both generators in place (gen.compile(), keys unchanged)
         adam_impl: str | None = None,  # None (torch's choice) | foreach | fused: Adam implementation of both optimizers
         identity_init_steps: int = 0,  # before a fresh fit, train both generators this many steps to copy their input
+        # ---- memory levers (docs/scaling.md, "High resolution"); neither changes the saved weights' keys ----
+        activation_checkpointing: bool = False,  # recompute the generators' residual blocks / U-Net levels in backward
+        accumulate_grad_batches: int = 1,  # each optimizer steps once per this many batches, on their summed grads
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # run_training logs the whole resolved config once
@@ -124,6 +128,11 @@ class CycleGAN(LightningModule):
         self.val_cycle = nn.ModuleDict({"a": MeanMetric(), "b": MeanMetric()})
         if adam_impl not in ADAM_IMPLS:
             raise ConfigError(f"model.adam_impl must be one of {ADAM_IMPLS}, got {adam_impl!r}")
+        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise ConfigError(f"model.accumulate_grad_batches must be an integer >= 1, got {accumulate_grad_batches!r}")
+        if activation_checkpointing:
+            for gen in (self.gen_a2b, self.gen_b2a):
+                set_activation_checkpointing(gen)
 
     def _build(self, spec: dict, in_channels: int, out_channels: int | None = None, *names: str) -> nn.Module:
         if not isinstance(spec, dict) or "_target_" not in spec:
@@ -184,6 +193,11 @@ class CycleGAN(LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        k = self.hparams.get("accumulate_grad_batches", 1)
+        stepping = self._closes_accumulation_window(batch_idx)
+        if batch_idx % k == 0:  # a window opens (k=1: every batch); a non-finite batch leaves no stale gradients
+            opt_g.zero_grad(set_to_none=True)
+            opt_d.zero_grad(set_to_none=True)
         real_a, real_b = batch["a"], batch["b"]
         fake_b = self.gen_a2b(real_a)
         rec_a = self.gen_b2a(fake_b)
@@ -195,17 +209,20 @@ class CycleGAN(LightningModule):
         if not self._losses_finite(g_losses, "g", batch_idx):  # checked before backward: weights stay clean
             self._set_discriminators_trainable(True)
             return  # skip the whole batch: the fakes feeding the discriminators are suspect too
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_losses["total"])
-        opt_g.step()
+        with self._sync_gradients(stepping):
+            self.manual_backward(g_losses["total"] / k if k > 1 else g_losses["total"])
+        if stepping:
+            with self._loss_scale_kept(opt_d):
+                opt_g.step()
         self._set_discriminators_trainable(True)
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
         d_ok = self._losses_finite(d_losses, "d", batch_idx)
         if d_ok:
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_losses["total"])
-            opt_d.step()
+            with self._sync_gradients(stepping):
+                self.manual_backward(d_losses["total"] / k if k > 1 else d_losses["total"])
+            if stepping:
+                opt_d.step()
             self._nonfinite_in_a_row = 0
         else:
             d_losses = {}  # not logged: one NaN would poison the epoch means
@@ -218,6 +235,39 @@ class CycleGAN(LightningModule):
         if "skipped" in batch:
             skipped = batch["skipped"].float().sum()
             self.log("data/skipped_images", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+
+    # ---- gradient accumulation (model.accumulate_grad_batches) ------------------------------------------------------
+    def _closes_accumulation_window(self, batch_idx: int) -> bool:
+        """True on every k-th batch of an epoch and on its last batch (a short last window still steps)."""
+        k = self.hparams.get("accumulate_grad_batches", 1)
+        if k == 1 or (batch_idx + 1) % k == 0:
+            return True
+        trainer = self._trainer
+        return trainer is not None and (trainer.is_last_batch or batch_idx + 1 == trainer.num_training_batches)
+
+    def _sync_gradients(self, stepping: bool) -> contextlib.AbstractContextManager:
+        """DDP all-reduces gradients only in the backward passes of a stepping batch (``no_sync`` otherwise)."""
+        trainer = self._trainer
+        if stepping or trainer is None or trainer.world_size == 1:
+            return contextlib.nullcontext()
+        return trainer.strategy.block_backward_sync()
+
+    @contextlib.contextmanager
+    def _loss_scale_kept(self, opt_d):
+        """Around the generator step under fp16 AMP with accumulation: the step updates the shared GradScaler, so
+        the discriminators' gradients accumulated at the old scale are brought to the new one (a power of two, exact)."""
+        scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        if scaler is None or self.hparams.get("accumulate_grad_batches", 1) == 1 or not scaler.is_enabled():
+            yield
+            return
+        before = scaler.get_scale()
+        yield
+        after = scaler.get_scale()
+        if after != before:
+            for group in opt_d.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(after / before)
 
     def _losses_finite(self, losses: dict[str, torch.Tensor], group: str, batch_idx: int) -> bool:
         """True if every loss is finite (one device sync); else stop (raise) or skip, per ``nonfinite_policy``.

@@ -138,3 +138,32 @@ class GradProbe(Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None:
             self.scales.append(float(scaler.get_scale()))
+
+
+class SyncProbe(Callback):
+    """Under DDP, counts the gradient all-reduces (DDP comm-hook calls, one per bucket) of every training batch
+    and writes ``out_dir/sync<rank>.json``: ``{"per_batch": [...], "weights": hash}``."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+        self.calls = 0
+        self.per_batch: list[int] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def counting_hook(state, bucket):
+            self.calls += 1
+            return allreduce_hook(None, bucket)
+
+        trainer.strategy.model.register_comm_hook(None, counting_hook)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.per_batch.append(self.calls)
+        self.calls = 0
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = {"per_batch": self.per_batch, "weights": state_hash(pl_module.state_dict()),
+                  "global_step": trainer.global_step}  # fmt: skip
+        (self.out_dir / f"sync{trainer.global_rank}.json").write_text(json.dumps(record))

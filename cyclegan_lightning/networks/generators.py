@@ -11,13 +11,19 @@ import math
 import torch
 from torch import nn
 
-from .layers import conv_bias, norm_layer
+from .layers import checkpointed, conv_bias, norm_layer
 
 PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d}
 
 
 class ResnetBlock(nn.Module):
-    """x + conv-norm-relu-[dropout]-conv-norm(x), with explicit padding so ``conv_block`` indices match the reference."""
+    """x + conv-norm-relu-[dropout]-conv-norm(x), with explicit padding so ``conv_block`` indices match the reference.
+
+    With ``checkpointing`` set (``set_activation_checkpointing``) the block keeps only its input for the backward
+    pass and recomputes the rest there: same gradients, less memory.
+    """
+
+    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def __init__(self, dim: int, padding_type: str, norm: str, use_dropout: bool):
         super().__init__()
@@ -39,6 +45,11 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing:
+            return checkpointed(self._residual, x, modules=self.conv_block)
+        return self._residual(x)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
 
 
@@ -95,7 +106,14 @@ class ResnetGenerator(nn.Module):
 
 
 class UnetSkipConnectionBlock(nn.Module):
-    """One level of the U-Net: down, the inner levels, up, concatenated with the input (except the outermost)."""
+    """One level of the U-Net: down, the inner levels, up, concatenated with the input (except the outermost).
+
+    With ``checkpointing`` set, an inner level's down path (conv, norm) and up path (conv, norm, dropout) each keep
+    only their input for the backward pass. The in-place activations that open each path stay outside the
+    recomputed part: the reference's in-place LeakyReLU also rewrites the skip tensor, and running it twice would not.
+    """
+
+    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def __init__(
         self,
@@ -130,7 +148,24 @@ class UnetSkipConnectionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
             return self.model(x)
+        if self.checkpointing:
+            return torch.cat([x, self._checkpointed_inner(x)], 1)
         return torch.cat([x, self.model(x)], 1)
+
+    def _checkpointed_inner(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.model(x)``, layer for layer, with the down and up paths recomputed in the backward pass."""
+        layers = list(self.model)
+        inner = next((i for i, m in enumerate(layers) if isinstance(m, UnetSkipConnectionBlock)), None)
+        if inner is None:  # innermost: [downrelu, downconv, uprelu, upconv, norm]
+            down, sub, up = layers[:2], [], layers[2:]
+        else:
+            down, sub, up = layers[:inner], [layers[inner]], layers[inner + 1 :]
+        x = down[0](x)  # in-place LeakyReLU, outside: it also rewrites the skip tensor, as in the reference
+        x = checkpointed(nn.Sequential(*down[1:]), x)
+        for block in sub:
+            x = block(x)
+        x = up[0](x)  # in-place ReLU, outside for the same reason
+        return checkpointed(nn.Sequential(*up[1:]), x)
 
 
 class UnetGenerator(nn.Module):
@@ -162,6 +197,15 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def set_activation_checkpointing(net: nn.Module, enabled: bool = True) -> int:
+    """Recompute ``net``'s residual blocks (ResNet) or inner levels (U-Net) in the backward pass instead of storing
+    their activations; returns how many blocks now do. Gradients stay bitwise equal; state-dict keys too."""
+    blocks = [m for m in net.modules() if isinstance(m, (ResnetBlock, UnetSkipConnectionBlock))]
+    for block in blocks:
+        block.checkpointing = enabled and not getattr(block, "outermost", False)
+    return sum(b.checkpointing for b in blocks)
 
 
 def output_size(side: int, size_multiple: int) -> int:

@@ -6,11 +6,13 @@ checkpoints trained there load here and training starts from the same distributi
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
@@ -62,3 +64,27 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
 
     net.apply(init_module)
     return net
+
+
+def checkpointed(fn: Callable[..., torch.Tensor], *args: torch.Tensor, modules: nn.Module | None = None) -> torch.Tensor:
+    """``fn(*args)``, keeping only ``args`` for the backward pass and recomputing the rest there (activation
+    checkpointing). Non-reentrant ``torch.utils.checkpoint``: the recomputation replays the saved RNG state, so
+    dropout draws the same masks, and the gradients are bitwise those of a plain call. Batch-norm running statistics
+    in ``modules`` (default: ``fn`` itself) are put back after the recomputation, so they are updated once."""
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    owner = modules if modules is not None else fn
+    norms = [m for m in owner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    context_fn = (lambda: (contextlib.nullcontext(), _buffers_kept(norms))) if norms else noop_context_fn
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn)
+
+
+@contextlib.contextmanager
+def _buffers_kept(modules: list[nn.Module]) -> Iterator[None]:
+    saved = [(b, b.clone()) for m in modules for b in m.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
