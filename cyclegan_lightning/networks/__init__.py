@@ -1,7 +1,16 @@
-"""Plain ``nn.Module`` networks of CycleGAN; nothing here imports Lightning."""
+"""Plain ``nn.Module`` networks of CycleGAN and CUT; nothing here imports Lightning."""
 
 from .discriminators import NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetGenerator, UnetGenerator, output_size
 from .layers import init_weights
+from .patch_sampler import PatchSampleF
 
-__all__ = ["NLayerDiscriminator", "PixelDiscriminator", "ResnetGenerator", "UnetGenerator", "init_weights", "output_size"]
+__all__ = [
+    "NLayerDiscriminator",
+    "PatchSampleF",
+    "PixelDiscriminator",
+    "ResnetGenerator",
+    "UnetGenerator",
+    "init_weights",
+    "output_size",
+]
