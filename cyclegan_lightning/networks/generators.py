@@ -7,6 +7,7 @@ reference implementation, so its ``latest_net_G*.pth`` state dicts load here wit
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -103,6 +104,38 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Outputs of ``self.model[i]`` for each ``i`` in ``layers``, stopping after the last (no decoder pass).
+
+        CUT's PatchNCE taps (the official ``netG(x, nce_layers, encode_only=True)``). With this layout (no anti-aliasing,
+        the official ``--no_antialias``), CUT's default ``0,4,8,12,16`` on ``n_blocks=9`` select: 0 the reflection-padded
+        input, 4 the first stride-2 conv (before its norm), 8 the second down-conv's norm, 12 and 16 ResnetBlocks 3 and 7.
+        """
+        layers = self._check_layers(layers)
+        feats = []
+        for i, module in enumerate(self.model[: layers[-1] + 1]):
+            x = module(x)
+            if i in layers:
+                feats.append(x)
+        return feats
+
+    def feature_channels(self, layers: Sequence[int]) -> list[int]:
+        """Channels of ``encode``'s outputs, read off the layers (to build CUT's projection head before any data)."""
+        layers, channels, out = self._check_layers(layers), self.model[1].in_channels, []
+        for i, module in enumerate(self.model[: layers[-1] + 1]):
+            channels = getattr(module, "out_channels", channels)  # convs change it; pads, norms and blocks keep it
+            if i in layers:
+                out.append(channels)
+        return out
+
+    def _check_layers(self, layers: Sequence[int]) -> list[int]:
+        layers = [int(i) for i in layers]
+        if not layers or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= len(self.model):
+            raise ValueError(
+                f"encoder layers must be distinct ascending indices in 0..{len(self.model) - 1}, got {layers}"
+            )
+        return layers
 
 
 class UnetSkipConnectionBlock(nn.Module):
