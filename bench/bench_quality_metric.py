@@ -104,7 +104,8 @@ def main() -> None:
     print(f"validation (median): {median(clock.validations):.3f} s")
     print(f"quality metric (SWD, both directions) per validation: {swd_s * 1e3:.1f} ms")
     print(f"health signals per validation: {health_s * 1e3:.1f} ms")
-    print(f"val/swd at the end: {float(trainer.callback_metrics['val/swd']):.4f}")
+    finals = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(("val/", "train/d/acc"))}
+    print("at the end: " + ", ".join(f"{k} {v:.4f}" for k, v in finals.items()))
     print(f"metric_over_epoch={(swd_s + health_s) / epoch_s:.4f}")
 
 
