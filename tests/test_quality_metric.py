@@ -43,11 +43,13 @@ def test_true_translation_beats_identity_constant_collapse_and_init(domains):
     assert float(scores["truth"]) < 0.6 * min(others.values()), (float(scores["truth"]), others)
 
 
-def test_colour_change_counts_at_every_scale(domains):
-    """Normalising each set by its own statistics (as the original does) would hide a global colour grade."""
+def test_a_global_colour_and_contrast_change_counts(domains):
+    """A per-channel gain and offset (no clipping) is exactly what normalising each set by its own statistics,
+    as the original does, would hide: it would score 0."""
     b = domains["b"]
-    shifted = (b + torch.tensor([0.3, 0.0, -0.3]).view(1, 3, 1, 1)).clamp(-1, 1)
-    assert float(swd(b, shifted)) > 5 * float(swd(b, b)) + 0.05 and float(swd(b, b)) == pytest.approx(0, abs=1e-6)
+    graded = 0.7 * b + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+    assert float(swd(b, b)) == pytest.approx(0, abs=1e-6)
+    assert float(swd(b, graded)) > 0.15  # measured 0.23; the sampling floor between two real sets is about 0.08
 
 
 def test_value_depends_only_on_the_images_not_their_order_or_batching(domains):
