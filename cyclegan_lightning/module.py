@@ -50,6 +50,8 @@ from torchmetrics import MeanMetric
 
 from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
 from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
+from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance
+from cyclegan_lightning.health import DiversityRatio, discriminator_accuracy, translation_change
 from cyclegan_lightning.image_pool import ImagePool
 from cyclegan_lightning.losses import GANLoss, gradient_penalty
 from cyclegan_lightning.networks import init_weights, set_activation_checkpointing
@@ -126,6 +128,12 @@ class CycleGAN(LightningModule):
         self.lambda_b = lambda_cycle if lambda_cycle_b is None else lambda_cycle_b
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.val_cycle = nn.ModuleDict({"a": MeanMetric(), "b": MeanMetric()})
+        # translation quality (docs/quality.md): SWD of translations vs real target images, per direction
+        self.val_swd = nn.ModuleDict({d: SlicedWassersteinDistance() for d in DIRECTIONS})
+        self.val_change = nn.ModuleDict({d: MeanMetric() for d in DIRECTIONS})  # health: drift towards identity
+        self.val_diversity = nn.ModuleDict(
+            {"a2b": DiversityRatio(channels_a, channels_b), "b2a": DiversityRatio(channels_b, channels_a)}
+        )  # health: collapse to one output
         if adam_impl not in ADAM_IMPLS:
             raise ConfigError(f"model.adam_impl must be one of {ADAM_IMPLS}, got {adam_impl!r}")
         if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
@@ -172,11 +180,19 @@ class CycleGAN(LightningModule):
         return losses
 
     def discriminator_losses(self, real_a, real_b, fake_a, fake_b) -> dict[str, torch.Tensor]:
-        """Each discriminator: 0.5 * (real -> 1, fake -> 0) [+ gradient penalty], on detached fakes."""
+        """Each discriminator: 0.5 * (real -> 1, fake -> 0) [+ gradient penalty], on detached fakes; also the
+        fraction of its patch decisions that are right (``acc_real_*``, ``acc_fake_*``: health signals, no grad)."""
         losses = {}
         for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
             fake = fake.detach()
-            loss = 0.5 * (self.gan_loss(disc(real), True) + self.gan_loss(disc(fake), False))
+            pred_real = disc(real)
+            loss_real = self.gan_loss(pred_real, True)
+            pred_fake = disc(fake)
+            loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
+            for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
+                acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
+                if acc is not None:
+                    losses[f"acc_{kind}_{name}"] = acc
             if self.hparams.gan_mode == "wgangp":
                 with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
                     gp = gradient_penalty(disc, real.float(), fake.float())
@@ -319,19 +335,33 @@ class CycleGAN(LightningModule):
 
     # ---- validation ----------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Cycle-reconstruction L1 per image of domain A (loader 0) or B (loader 1); never touches the pools."""
+        """Images of domain A (loader 0) or B (loader 1): cycle-reconstruction L1, their translations for the
+        quality metric and health signals, and the images themselves as the real target of the other direction.
+        Never touches the pools."""
         domain = "ab"[dataloader_idx]
         real = batch["image"]
         there, back = ("a2b", "b2a") if domain == "a" else ("b2a", "a2b")
-        rec = self(self(real, there), back)
+        fake = self(real, there)
+        rec = self(fake, back)
         self.val_cycle[domain].update((rec.float() - real.float()).abs().flatten(1).mean(1))
+        self.val_swd[there].update(fake, real=False)
+        self.val_swd[back].update(real, real=True)  # real A is what B->A should look like, and vice versa
+        self.val_change[there].update(translation_change(real, fake))
+        self.val_diversity[there].update(real, fake)
 
     def on_validation_epoch_end(self) -> None:
         cycle = {d: self.val_cycle[d].compute() for d in ("a", "b")}
-        for metric in self.val_cycle.values():
-            metric.reset()
+        swd = {d: self.val_swd[d].compute() for d in DIRECTIONS}
+        health = {f"val/health/change_{d}": self.val_change[d].compute() for d in DIRECTIONS}
+        health |= {f"val/health/diversity_{d}": self.val_diversity[d].compute() for d in DIRECTIONS}
+        for group in (self.val_cycle, self.val_swd, self.val_change, self.val_diversity):
+            for metric in group.values():
+                metric.reset()
         self.log_dict({"val/cycle_a": cycle["a"], "val/cycle_b": cycle["b"]})
-        self.log("val/cycle", (cycle["a"] + cycle["b"]) / 2, prog_bar=True)
+        self.log("val/cycle", (cycle["a"] + cycle["b"]) / 2)
+        self.log_dict({"val/swd_a2b": swd["a2b"], "val/swd_b2a": swd["b2a"]})
+        self.log("val/swd", (swd["a2b"] + swd["b2a"]) / 2, prog_bar=True)  # the checkpoint monitor (lower is better)
+        self.log_dict(health)
 
     def on_fit_start(self) -> None:
         steps = self.hparams.get("identity_init_steps", 0)

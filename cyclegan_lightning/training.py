@@ -136,8 +136,8 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     _finish_wandb(loggers, exit_code=0)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None and ckpt.last_model_path:
-            log.info("checkpoints: last %s, best %s", ckpt.last_model_path, ckpt.best_model_path)
+        saved = [c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "best_model_path", "")]
+        if saved:
+            log.info("checkpoints: %s", ", ".join(saved))
         log.info("run directory: %s", cfg.paths.output_dir)
     return metrics

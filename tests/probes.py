@@ -167,3 +167,52 @@ class SyncProbe(Callback):
         record = {"per_batch": self.per_batch, "weights": state_hash(pl_module.state_dict()),
                   "global_step": trainer.global_step}  # fmt: skip
         (self.out_dir / f"sync{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+# ---- stand-in generators with known behaviour (quality metric, health and sweep tests) -----------------------------
+class FixedTranslator(torch.nn.Module):
+    """A generator that computes a fixed function; its one parameter never changes the output (the optimizer
+    needs something to own)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x) + 0 * self.unused
+
+
+def _to_8bit(x: torch.Tensor) -> torch.Tensor:
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+def stand_in(kind: str, direction: str) -> FixedTranslator:
+    """``truth`` (tests/photos.py's grade, or its inverse, rounded to 8 bits like a saved image), ``identity``,
+    or ``constant`` (mid-gray whatever the input: a collapsed generator)."""
+    from photos import grade, ungrade
+
+    fns = {
+        "truth": (lambda x: _to_8bit(grade(x))) if direction == "a2b" else (lambda x: _to_8bit(ungrade(x))),
+        "identity": lambda x: x,
+        "constant": lambda x: torch.zeros_like(x),
+    }
+    return FixedTranslator(fns[kind])
+
+
+class StandInGenerators(Callback):
+    """Replace both generators (before the optimizers are built) by stand-ins; in multirun job ``identity_job``
+    both are the identity instead: an identity-like sweep trial."""
+
+    def __init__(self, a2b: str = "truth", b2a: str = "truth", identity_job: int | None = None):
+        self.kinds = {"a2b": a2b, "b2a": b2a}
+        self.identity_job = identity_job
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        kinds = dict(self.kinds)
+        if self.identity_job is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num == self.identity_job:
+                kinds = {"a2b": "identity", "b2a": "identity"}
+        pl_module.gen_a2b, pl_module.gen_b2a = stand_in(kinds["a2b"], "a2b"), stand_in(kinds["b2a"], "b2a")

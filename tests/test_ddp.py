@@ -52,7 +52,7 @@ def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
     assert {p.name for p in run.iterdir()} - {".run.lock"} == {
         ".hydra", "checkpoints", "csv", "samples", "train.log", "train_ddp_process_1.log"
     }  # rank 1 adds only its log: no second run folder, config, logger version or checkpoint set
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch0000.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert sorted(p.name for p in (run / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "latest.png"]
     assert not (ddp_run / "outputs").exists()  # nothing went to a default Hydra run folder
