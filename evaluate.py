@@ -1,8 +1,8 @@
 """Evaluate checkpoints: FID/KID against real target images, cycle PSNR/SSIM, paired PSNR/SSIM; JSON + Markdown.
 
-    python evaluate.py ckpt_path=outputs/demo/runs/<run>                 # its best and last checkpoints, own test set
-    python evaluate.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt data_root=data/demo
-    python evaluate.py ckpt_path=latest_net_G_A.pth test_a=photos test_b=paintings fid.enabled=false
+python evaluate.py ckpt_path=outputs/demo/runs/<run>                 # its best and last checkpoints, own test set
+python evaluate.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt data_root=data/demo
+python evaluate.py ckpt_path=latest_net_G_A.pth test_a=photos test_b=paintings fid.enabled=false
 """
 
 from __future__ import annotations
@@ -49,9 +49,18 @@ def run(cfg: DictConfig) -> dict:
         log.warning("FID/KID not computed (the report below says why); evaluating the other metrics")
     results = []
     for which, translator in translators.items():
-        result = evaluate(translator, folders["test_a"], folders["test_b"], cfg.direction, extractor,
-                          folders["paired_a"], folders["paired_b"], cfg.max_images, cfg.fid.kid_subset_size,
-                          cfg.progress)  # fmt: skip
+        result = evaluate(
+            translator,
+            folders["test_a"],
+            folders["test_b"],
+            cfg.direction,
+            extractor,
+            folders["paired_a"],
+            folders["paired_b"],
+            cfg.max_images,
+            cfg.fid.kid_subset_size,
+            cfg.progress,
+        )
         results.append({"which": which, **result})
     report = {"checkpoints": results, "fid_missing": why if cfg.fid.enabled == "auto" else None}
     if cfg.output_dir:

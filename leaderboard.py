@@ -1,7 +1,7 @@
 """Rank the runs of a sweep (or any run folders) by their metrics, with each run's overrides: Markdown + CSV.
 
-    python train.py -m model.lambda_cycle=5,10
-    python leaderboard.py runs=[outputs/demo/multiruns/<time>]
+python train.py -m model.lambda_cycle=5,10
+python leaderboard.py runs=[outputs/demo/multiruns/<time>]
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ def run(cfg: DictConfig):
     if notes:
         log.warning("FID/KID not computed (the table below says why); ranking by the other metrics")
     entries, key = build_leaderboard(
-        runs, lambda ckpt: build_translator(ckpt, cfg.translator), extractor, cfg.checkpoint, cfg.data_root,
-        cfg.rank_by, cfg.max_images, cfg.fid.kid_subset_size, cfg.progress, cfg.quality_metric,
-    )  # fmt: skip
+        runs,
+        lambda ckpt: build_translator(ckpt, cfg.translator),
+        extractor,
+        cfg.checkpoint,
+        cfg.data_root,
+        cfg.rank_by,
+        cfg.max_images,
+        cfg.fid.kid_subset_size,
+        cfg.progress,
+        cfg.quality_metric,
+    )
     files = write_leaderboard(entries, key, cfg.output_dir or runs[0], notes)
     return entries, key, files, notes
 

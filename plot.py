@@ -1,7 +1,7 @@
 """Draw a run's curves (losses, LR, quality, paired PSNR, health) from its CSV log into a PNG.
 
-    python plot.py run=outputs/demo/runs/<time>              # -> <run>/plots/curves.png
-    python plot.py run=outputs/demo/runs/<time> out=curves.png
+python plot.py run=outputs/demo/runs/<time>              # -> <run>/plots/curves.png
+python plot.py run=outputs/demo/runs/<time> out=curves.png
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Translate images with a trained generator; any size, never over an input, resumable.
 
-    python predict.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt input=data/demo/testA output_dir=out
-    python predict.py ckpt_path=latest_net_G.pth input=photos/ output_dir=out translator.precision=bf16 round_trip=true grid=true
+python predict.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt input=data/demo/testA output_dir=out
+python predict.py ckpt_path=latest_net_G.pth input=photos/ output_dir=out round_trip=true grid=true
 """
 
 from __future__ import annotations
@@ -26,10 +26,19 @@ def predict(cfg: DictConfig):
     log.info("loaded %s on %s", translator.loaded.describe(), translator.device)
     inputs = OmegaConf.to_container(cfg.input) if OmegaConf.is_list(cfg.input) else cfg.input
     return run_prediction(
-        translator, inputs, cfg.output_dir, direction=cfg.direction, round_trip=cfg.round_trip, grid=cfg.grid,
-        html_index=cfg.html, overwrite=cfg.overwrite, batch_size=cfg.batch_size, ext=cfg.ext,
-        on_bad_image=cfg.on_bad_image, progress=cfg.progress,
-    )  # fmt: skip
+        translator,
+        inputs,
+        cfg.output_dir,
+        direction=cfg.direction,
+        round_trip=cfg.round_trip,
+        grid=cfg.grid,
+        html_index=cfg.html,
+        overwrite=cfg.overwrite,
+        batch_size=cfg.batch_size,
+        ext=cfg.ext,
+        on_bad_image=cfg.on_bad_image,
+        progress=cfg.progress,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -1,8 +1,8 @@
 """Train a CycleGAN. With no arguments: the bundled demo on this machine's CPU or GPU.
 
-    python train.py                                            # demo
-    python train.py experiment=horse2zebra data.root=/data/h2z trainer=gpu
-    python train.py -m model.lambda_cycle=5,10                 # a sweep
+python train.py                                            # demo
+python train.py experiment=horse2zebra data.root=/data/h2z trainer=gpu
+python train.py -m model.lambda_cycle=5,10                 # a sweep
 """
 
 from __future__ import annotations

@@ -37,13 +37,22 @@ def throughput(args) -> None:
 
     print("\n| workers | seeded samples/s | process-RNG samples/s | ratio | load |\n|---|---|---|---|---|")
     for workers in args.workers:
-        ov = [f"data.num_workers={workers}", "data.pin_memory=false", f"data.persistent_workers={str(workers > 0).lower()}"]
+        ov = [
+            f"data.num_workers={workers}",
+            "data.pin_memory=false",
+            f"data.persistent_workers={str(workers > 0).lower()}",
+        ]
         dm = hydra.utils.instantiate(compose_cfg(args.size, ov, "cpu").data)
         dm.prepare_data()
         dm.setup("fit")
         seeded = dm.train_dataloader()
-        plain = DataLoader(dm.train_set, batch_size=seeded.batch_size, shuffle=True, num_workers=workers,
-                           persistent_workers=workers > 0)  # fmt: skip
+        plain = DataLoader(
+            dm.train_set,
+            batch_size=seeded.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         rates: dict[str, list[float]] = {"seeded": [], "plain": []}
         for epoch in range(args.warmup + args.iters):
             seeded.sampler.set_epoch(epoch)
@@ -63,10 +72,15 @@ def throughput(args) -> None:
                     for key in keys:
                         get(key)
                     per[name].append((time.perf_counter() - t) / len(keys) * 1e3)
-            print(f"in-process, per sample: seeded {median(per['seeded']):.2f} ms, process RNG "
-                  f"{median(per['plain']):.2f} ms, ratio {median([a / b for a, b in zip(per['seeded'], per['plain'])]):.3f}")
-        print(f"| {workers} | {median(rates['seeded']):.1f} | {median(rates['plain']):.1f} | {ratio:.3f} | {load()} |",
-              flush=True)
+            print(
+                f"in-process, per sample: seeded {median(per['seeded']):.2f} ms, process RNG "
+                f"{median(per['plain']):.2f} ms, ratio "
+                f"{median([a / b for a, b in zip(per['seeded'], per['plain'])]):.3f}"
+            )
+        print(
+            f"| {workers} | {median(rates['seeded']):.1f} | {median(rates['plain']):.1f} | {ratio:.3f} | {load()} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -82,15 +96,24 @@ def main() -> None:
     args = p.parse_args()
     print(f"machine: {machine()}")
     if args.throughput:
-        print(f"bench: loading alone, {args.size}x{args.size}, {args.warmup} warm-up + {args.iters} epoch pairs; {load()}")
+        print(
+            f"bench: loading alone, {args.size}x{args.size}, {args.warmup} warm-up + {args.iters} epoch pairs; {load()}"
+        )
         return throughput(args)
-    print(f"bench: {args.size}x{args.size}, batch 1, {args.precision}, {args.warmup} warm-up + {args.iters} pairs; "
-          f"{load()}")
-    print("\n| workers | pin_memory | persistent | fetch ms (real loader, alone) | real-loader s/it | pre-loaded s/it "
-          "| ratio | load |\n|---|---|---|---|---|---|---|---|")
+    print(
+        f"bench: {args.size}x{args.size}, batch 1, {args.precision}, {args.warmup} warm-up + {args.iters} pairs; "
+        f"{load()}"
+    )
+    print(
+        "\n| workers | pin_memory | persistent | fetch ms (real loader, alone) | real-loader s/it | pre-loaded s/it "
+        "| ratio | load |\n|---|---|---|---|---|---|---|---|"
+    )
     for workers in args.workers:
-        ov = [f"data.num_workers={workers}", f"data.pin_memory={str(args.pin_memory).lower()}",
-              f"data.persistent_workers={str(workers > 0).lower()}"]
+        ov = [
+            f"data.num_workers={workers}",
+            f"data.pin_memory={str(args.pin_memory).lower()}",
+            f"data.persistent_workers={str(workers > 0).lower()}",
+        ]
         cfg = compose_cfg(args.size, ov, args.device)
         dm = hydra.utils.instantiate(cfg.data)
         dm.prepare_data()
@@ -109,7 +132,7 @@ def main() -> None:
         fetch_ms = (time.perf_counter() - t0) / 20 * 1e3
         ta, tb = [], []
         for i in range(args.warmup + args.iters):
-            for src, times in ((lambda: next(real), ta), (lambda: pre[i % len(pre)], tb)):
+            for src, times in ((lambda: next(real), ta), (lambda: pre[i % len(pre)], tb)):  # noqa: F821 (defined above; re-bound each round)
                 sync(args.device)
                 t = time.perf_counter()
                 b = src()
@@ -118,8 +141,11 @@ def main() -> None:
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t)
         ratio = median([a / b for a, b in zip(ta, tb)])
-        print(f"| {workers} | {args.pin_memory} | {workers > 0} | {fetch_ms:.1f} | {median(ta):.3f} | {median(tb):.3f} "
-              f"| {ratio:.3f} | {load()} |", flush=True)
+        print(
+            f"| {workers} | {args.pin_memory} | {workers > 0} | {fetch_ms:.1f} | {median(ta):.3f} | {median(tb):.3f} "
+            f"| {ratio:.3f} | {load()} |",
+            flush=True,
+        )
         del real
 
 

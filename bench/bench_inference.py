@@ -55,8 +55,10 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{describe_cpu()}, load average at start {load:.1f}")  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{describe_cpu()}, load average at start {load:.1f}"
+    )
 
 
 def bench_speed(size: int, repeats: int, backends: list[str], bf16: bool) -> None:
@@ -89,10 +91,13 @@ def bench_speed(size: int, repeats: int, backends: list[str], bf16: bool) -> Non
                 times[name].append(time.perf_counter() - t)
         best = {k: min(v) for k, v in times.items()}
         ratio = best["plain"] / best["translator"]
-        print(f"{size}x{size} {'fp32' if precision == '32' else precision:>4} {backend:>11}: translator "
-              f"{1 / best['translator']:7.3f} img/s, plain eager loop {1 / best['plain']:7.3f} img/s, translator/plain "
-              f"{ratio:5.2f} (best of {repeats}); first image {first:5.1f} s (backend build included), "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        print(
+            f"{size}x{size} {'fp32' if precision == '32' else precision:>4} {backend:>11}: translator "
+            f"{1 / best['translator']:7.3f} img/s, plain eager loop {1 / best['plain']:7.3f} img/s, translator/plain "
+            f"{ratio:5.2f} (best of {repeats}); first image {first:5.1f} s (backend build included), "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
 
 def tiled_child(size: int, tile: int, overlap: int, n_blocks: int) -> None:
@@ -107,9 +112,12 @@ def tiled_child(size: int, tile: int, overlap: int, n_blocks: int) -> None:
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert out.shape == (1, 3, size, size)
-    print(f"tiled {size}x{size} (tile {tile}, overlap {overlap}, stats_size {tile}, ResNet {n_blocks} blocks ngf 64, fp32): "
-          f"peak RSS {peak:.0f} MiB (before translating: {base:.0f} MiB with the model and the input), {seconds:.0f} s",
-          flush=True)  # fmt: skip
+    print(
+        f"tiled {size}x{size} (tile {tile}, overlap {overlap}, stats_size {tile}, ResNet {n_blocks} blocks ngf "
+        "64, fp32): "
+        f"peak RSS {peak:.0f} MiB (before translating: {base:.0f} MiB with the model and the input), {seconds:.0f} s",
+        flush=True,
+    )
 
 
 def bench_seams(size: int, tile: int, overlap: int) -> None:
@@ -124,10 +132,13 @@ def bench_seams(size: int, tile: int, overlap: int) -> None:
         err = (tiled - whole).abs()
         tiled_crop = translate_tiled(gen, x, tile_size=tile, overlap=overlap, stats_size=tile)  # as beyond stats_size
         err_crop = (tiled_crop - whole).abs()
-    print(f"seams {size}x{size} photo, tile {tile}, overlap {overlap} (outputs in [-1, 1]): "
-          f"exact shared stats max |tiled - whole| {err.max():.4f}, mean {err.mean():.5f}; "
-          f"stats from a central {tile} crop (what images beyond stats_size get) max {err_crop.max():.4f}, "
-          f"mean {err_crop.mean():.5f}", flush=True)  # fmt: skip
+    print(
+        f"seams {size}x{size} photo, tile {tile}, overlap {overlap} (outputs in [-1, 1]): "
+        f"exact shared stats max |tiled - whole| {err.max():.4f}, mean {err.mean():.5f}; "
+        f"stats from a central {tile} crop (what images beyond stats_size get) max {err_crop.max():.4f}, "
+        f"mean {err_crop.mean():.5f}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -137,8 +148,13 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], help="eager | compile | onnxruntime")
     parser.add_argument("--bf16", action="store_true", help="also bf16 eager where the CPU would emulate it (slow)")
     parser.add_argument("--tiled-child", nargs=4, type=int, metavar=("SIZE", "TILE", "OVERLAP", "BLOCKS"))
-    parser.add_argument("--tiled-blocks", type=int, default=1, help="residual blocks of the 4096 run: peak memory is "
-                        "set by the full-resolution layers, not the block count; time grows ~linearly with it")  # fmt: skip
+    parser.add_argument(
+        "--tiled-blocks",
+        type=int,
+        default=1,
+        help="residual blocks of the 4096 run: peak memory is "
+        "set by the full-resolution layers, not the block count; time grows ~linearly with it",
+    )
     args = parser.parse_args()
     if args.tiled_child:
         tiled_child(*args.tiled_child)
@@ -152,7 +168,9 @@ def main() -> None:
     if "speed1024" not in args.skip:
         bench_speed(1024, 1 if args.quick else 3, args.backends, bf16)
     if "tiled" not in args.skip:
-        subprocess.run([sys.executable, __file__, "--tiled-child", "4096", "512", "128", str(args.tiled_blocks)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--tiled-child", "4096", "512", "128", str(args.tiled_blocks)], check=True
+        )
     if "seams" not in args.skip:
         bench_seams(512, 256, 128)
 

@@ -47,8 +47,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     levers = ["base"] + [x for x in args.levers if x != "base"]
     print(f"machine: {machine()}")
-    print(f"bench: {args.size}x{args.size}, batch 1, {args.precision}, {args.warmup} warm-up + {args.iters} rounds; "
-          f"{load()}")
+    print(
+        f"bench: {args.size}x{args.size}, batch 1, {args.precision}, {args.warmup} warm-up + {args.iters} rounds; "
+        f"{load()}"
+    )
     cfg = compose_cfg(args.size, [], args.device)
     batches = preload(cfg, 8)
     models = {}
@@ -69,16 +71,24 @@ def main() -> None:
             (times if i >= args.warmup else first)[name].append(time.perf_counter() - t)
             if i >= args.warmup:
                 cpu[name].append(time.process_time() - c)
-        print(f"  round {i}: " + ", ".join(f"{n} {(times if i >= args.warmup else first)[n][-1]:.2f}s" for n in levers)
-              + f"; {load()}", flush=True)
-    print(f"\n| lever ({args.precision}, {args.size}x{args.size}) | s/it (median) | vs base (median of rounds) | "
-          f"CPU s/it | CPU vs base | first iterations s | load at end |\n|---|---|---|---|---|---|---|")
+        print(
+            f"  round {i}: "
+            + ", ".join(f"{n} {(times if i >= args.warmup else first)[n][-1]:.2f}s" for n in levers)
+            + f"; {load()}",
+            flush=True,
+        )
+    print(
+        f"\n| lever ({args.precision}, {args.size}x{args.size}) | s/it (median) | vs base (median of rounds) | "
+        f"CPU s/it | CPU vs base | first iterations s | load at end |\n|---|---|---|---|---|---|---|"
+    )
     for name in levers:
         rel = median([t / b for t, b in zip(times[name], times["base"])])
         rel_cpu = median([t / b for t, b in zip(cpu[name], cpu["base"])])
         firsts = " + ".join(f"{x:.1f}" for x in first[name])
-        print(f"| {name} | {median(times[name]):.3f} | {rel:.3f} | {median(cpu[name]):.3f} | {rel_cpu:.3f} | {firsts} "
-              f"| {load()} |")
+        print(
+            f"| {name} | {median(times[name]):.3f} | {rel:.3f} | {median(cpu[name]):.3f} | {rel_cpu:.3f} | {firsts} "
+            f"| {load()} |"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@ def child(size: int, checkpointing: bool, steps: int, device: str) -> dict:
     cfg = compose_cfg(size, [f"model.activation_checkpointing={checkpointing}", "model.pool_size=0"], device)
     module = hydra.utils.instantiate(cfg.model)
     g = torch.Generator().manual_seed(0)
-    data = [{"a": torch.rand(3, size, size, generator=g) * 2 - 1, "b": torch.rand(3, size, size, generator=g) * 2 - 1}
-            for _ in range(steps)]  # fmt: skip
+    data = [
+        {"a": torch.rand(3, size, size, generator=g) * 2 - 1, "b": torch.rand(3, size, size, generator=g) * 2 - 1}
+        for _ in range(steps)
+    ]
     record: dict = {"size": size, "checkpointing": checkpointing, "step_s": []}
 
     class Probe(L.Callback):
@@ -72,10 +74,17 @@ def child(size: int, checkpointing: bool, steps: int, device: str) -> dict:
             record["step_s"].append(time.perf_counter() - self.t)
 
     trainer = L.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[Probe()],
-        num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Probe()],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=1))
     record["peak_mib"] = peak_rss_mib()
     if device == "cuda":
@@ -91,8 +100,17 @@ def available_bytes() -> int:
 
 
 def spawn(size: int, checkpointing: bool, steps: int, device: str, cap: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(size), str(int(checkpointing)), "--steps", str(steps),
-           "--device", device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(size),
+        str(int(checkpointing)),
+        "--steps",
+        str(steps),
+        "--device",
+        device,
+    ]
 
     def limit():
         if cap:
@@ -110,8 +128,9 @@ def memory_table(sizes: list[int], steps: int, device: str, margin_gib: float) -
     rows: list[dict] = []
     for size in sizes:
         for ckpt in (False, True):
-            base = next((r for r in rows if r["size"] == sizes[0] and r["checkpointing"] == ckpt and "peak_mib" in r),
-                        None)  # fmt: skip
+            base = next(
+                (r for r in rows if r["size"] == sizes[0] and r["checkpointing"] == ckpt and "peak_mib" in r), None
+            )
             cap = None
             if device == "cpu":
                 free = available_bytes() - margin_gib * GIB
@@ -119,8 +138,13 @@ def memory_table(sizes: list[int], steps: int, device: str, margin_gib: float) -
                     step = (base["peak_mib"] - base["before_mib"]) * 2**20 * (size / base["size"]) ** 2
                     need = base["before_mib"] * 2**20 + step
                     if need > free:
-                        rows.append({"size": size, "checkpointing": ckpt,
-                                     "error": f"skipped: needs ~{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free"})
+                        rows.append(
+                            {
+                                "size": size,
+                                "checkpointing": ckpt,
+                                "error": f"skipped: needs ~{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free",
+                            }
+                        )
                         print(f"  {size} ckpt={ckpt}: {rows[-1]['error']}", flush=True)
                         continue
                 cap = int(max(free, 1 * GIB))
@@ -139,8 +163,10 @@ def memory_table(sizes: list[int], steps: int, device: str, margin_gib: float) -
         off = next((o for o in rows if o["size"] == r["size"] and not o["checkpointing"] and "error" not in o), None)
         rel = f"{r[key] / off[key]:.2f}" if off else "-"
         rel_own = f"{own / (off[key] - off[before]):.2f}" if off else "-"
-        print(f"| {r['size']} | {'on' if r['checkpointing'] else 'off'} | {r[key]:.0f} | {own:.0f} | {rel} | {rel_own} "
-              f"| {min(r['step_s']):.1f} |")
+        print(
+            f"| {r['size']} | {'on' if r['checkpointing'] else 'off'} | {r[key]:.0f} | {own:.0f} | {rel} | {rel_own} "
+            f"| {min(r['step_s']):.1f} |"
+        )
 
 
 def time_ratio(size: int, rounds: int, device: str) -> None:
@@ -174,7 +200,10 @@ def time_ratio(size: int, rounds: int, device: str) -> None:
             print(f"  round {i}: off {wall['off'][-1]:.2f}s, on {wall['on'][-1]:.2f}s; {load()}", flush=True)
     ratio = median([x / y for x, y in zip(wall["on"], wall["off"])])
     ratio_cpu = median([x / y for x, y in zip(cpu["on"], cpu["off"])])
-    print(f"\n| {size}x{size} step | off s (median) | on s (median) | on/off wall | on/off CPU time |\n|---|---|---|---|---|")
+    print(
+        f"\n| {size}x{size} step | off s (median) | on s (median) | on/off wall | on/off CPU time "
+        "|\n|---|---|---|---|---|"
+    )
     print(f"| fp32, batch 1 | {median(wall['off']):.2f} | {median(wall['on']):.2f} | {ratio:.3f} | {ratio_cpu:.3f} |")
 
 

@@ -98,8 +98,10 @@ def main() -> None:
     epoch_s = median(epochs)
     swd_s, health_s = sum(spent["swd"]) / validations, sum(spent["health"]) / validations
     print(f"# {machine()}; {load()}")
-    print(f"# {len(dm.train_set)} training images per epoch; {len(dm.val_sets['a'])} A / {len(dm.val_sets['b'])} B "
-          f"test images; {trainer.max_epochs} epochs, {validations} validations timed")  # fmt: skip
+    print(
+        f"# {len(dm.train_set)} training images per epoch; {len(dm.val_sets['a'])} A / {len(dm.val_sets['b'])} B "
+        f"test images; {trainer.max_epochs} epochs, {validations} validations timed"
+    )
     print(f"epoch (median{' after the first' if len(clock.epochs) > 1 else ''}): {epoch_s:.2f} s")
     print(f"validation (median): {median(clock.validations):.3f} s")
     print(f"quality metric (SWD, both directions) per validation: {swd_s * 1e3:.1f} ms")

@@ -30,7 +30,15 @@ from lightning import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    ListDataset, compose_cfg, load, machine, median, model_dict, peak_rss_mib, preload, sync,
+    ListDataset,
+    compose_cfg,
+    load,
+    machine,
+    median,
+    model_dict,
+    peak_rss_mib,
+    preload,
+    sync,
 )
 from plain_loop import PlainCycleGAN  # noqa: E402
 
@@ -99,15 +107,26 @@ def bench_precision(args, precision: str, batches: list[dict]) -> dict:
     cb = Interleave(plain, torch.utils.data.DataLoader(dataset, batch_size=None), args.device)
     module, trainer = lightning_parts(cfg, plain, n, [cb])
     trainer.fit(module, train_dataloaders=loader)
-    lt, pt = cb.lightning[args.warmup:], cb.plain_times[args.warmup:len(cb.lightning)]
+    lt, pt = cb.lightning[args.warmup :], cb.plain_times[args.warmup : len(cb.lightning)]
     ratios = [a / b for a, b in zip(lt, pt)]
-    lc, pc = cb.lightning_cpu[args.warmup:], cb.plain_cpu[args.warmup:len(cb.lightning_cpu)]
-    diff = max((p.detach().cpu() - q.detach().cpu()).abs().max().item()
-               for (_, p), (_, q) in zip(sorted(module.named_parameters()), sorted(plain.nets.named_parameters())))
-    return {"precision": precision, "lightning_s": median(lt), "plain_s": median(pt), "ratio": median(ratios),
-            "ratio_of_medians": median(lt) / median(pt), "n": len(lt),
-            "lightning_cpu_s": median(lc), "plain_cpu_s": median(pc),
-            "ratio_cpu": median([a / b for a, b in zip(lc, pc)]), "max_weight_diff": diff, "load": load()}
+    lc, pc = cb.lightning_cpu[args.warmup :], cb.plain_cpu[args.warmup : len(cb.lightning_cpu)]
+    diff = max(
+        (p.detach().cpu() - q.detach().cpu()).abs().max().item()
+        for (_, p), (_, q) in zip(sorted(module.named_parameters()), sorted(plain.nets.named_parameters()))
+    )
+    return {
+        "precision": precision,
+        "lightning_s": median(lt),
+        "plain_s": median(pt),
+        "ratio": median(ratios),
+        "ratio_of_medians": median(lt) / median(pt),
+        "n": len(lt),
+        "lightning_cpu_s": median(lc),
+        "plain_cpu_s": median(pc),
+        "ratio_cpu": median([a / b for a, b in zip(lc, pc)]),
+        "max_weight_diff": diff,
+        "load": load(),
+    }
 
 
 def memory_child(args) -> None:
@@ -141,11 +160,19 @@ def memory_child(args) -> None:
 
 
 def run_child(args, precision: str, who: str) -> dict:
-    cmd = [sys.executable, __file__, "--memory-child", f"{precision},{who}", "--size", str(args.size),
-           "--device", args.device] + (["--set", *args.set] if args.set else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        f"{precision},{who}",
+        "--size",
+        str(args.size),
+        "--device",
+        args.device,
+    ] + (["--set", *args.set] if args.set else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(line for line in res.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def bench_inference(args, precision: str, batches: list[dict]) -> dict:
@@ -166,15 +193,24 @@ def bench_inference(args, precision: str, batches: list[dict]) -> dict:
                 sync(args.device)
                 if i:
                     times.append(time.perf_counter() - t0)
-    return {"precision": precision, "lightning_ips": 1 / median(lt), "plain_ips": 1 / median(pt),
-            "ratio": median(lt) / median(pt), "load": load()}
+    return {
+        "precision": precision,
+        "lightning_ips": 1 / median(lt),
+        "plain_ips": 1 / median(pt),
+        "ratio": median(lt) / median(pt),
+        "load": load(),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--precisions", nargs="+", default=None,
-                   help="default: 32-true, plus bf16-mixed on GPUs and on CPUs with native bf16")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=None,
+        help="default: 32-true, plus bf16-mixed on GPUs and on CPUs with native bf16",
+    )
     p.add_argument("--iters", type=int, default=8, help="timed iterations per contender and precision")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -196,11 +232,15 @@ def main() -> None:
         native = args.device != "cpu" or cpu_bf16()[0]
         args.precisions = ["32-true", "bf16-mixed"] if native else ["32-true"]
         if not native:
-            print("bf16-mixed skipped: this CPU would emulate it (86x slower measured); --precisions 32-true "
-                  "bf16-mixed runs it anyway")
-    print(f"bench: {args.size}x{args.size}, batch 1, ResNet-9 ngf 64 / PatchGAN ndf 64, "
-          f"overrides {args.set or 'none'}, "
-          f"{args.warmup} warm-up + {args.iters} timed iterations each, interleaved; {load()}")
+            print(
+                "bf16-mixed skipped: this CPU would emulate it (86x slower measured); --precisions 32-true "
+                "bf16-mixed runs it anyway"
+            )
+    print(
+        f"bench: {args.size}x{args.size}, batch 1, ResNet-9 ngf 64 / PatchGAN ndf 64, "
+        f"overrides {args.set or 'none'}, "
+        f"{args.warmup} warm-up + {args.iters} timed iterations each, interleaved; {load()}"
+    )
     batches = preload(compose_cfg(args.size, args.set, args.device), N_DISTINCT)
     rows = []
     for precision in args.precisions:
@@ -215,22 +255,35 @@ def main() -> None:
     print("\n| precision | CPU s/it Lightning / plain | CPU-time ratio (median of pairs) |\n|---|---|---|")
     for r in rows:
         print(f"| {r['precision']} | {r['lightning_cpu_s']:.3f} / {r['plain_cpu_s']:.3f} | {r['ratio_cpu']:.3f} |")
-    print(f"\n| precision | Lightning s/it | plain s/it | ratio (median of pairs) | images/s (L / plain) | "
-          f"counted TFLOP/it | achieved GFLOP/s (plain) | {unit} MiB (L / plain, ratio) | max weight diff | load |")
+    print(
+        f"\n| precision | Lightning s/it | plain s/it | ratio (median of pairs) | images/s (L / plain) | "
+        f"counted TFLOP/it | achieved GFLOP/s (plain) | {unit} MiB (L / plain, ratio) | max weight diff | load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fl = r.get("flops")
-        mem = (f"{r['peak_lightning_mib']:.0f} / {r['peak_plain_mib']:.0f} "
-               f"({r['peak_lightning_mib'] / r['peak_plain_mib']:.3f})") if fl else "-"
-        print(f"| {r['precision']} | {r['lightning_s']:.3f} | {r['plain_s']:.3f} | {r['ratio']:.3f} | "
-              f"{1 / r['lightning_s']:.2f} / {1 / r['plain_s']:.2f} | {fl / 1e12:.3f} | "
-              f"{fl / r['plain_s'] / 1e9:.0f} | {mem} | {r['max_weight_diff']:.1e} | {r['load']} |"
-              if fl else f"| {r['precision']} | {r['lightning_s']:.3f} | {r['plain_s']:.3f} | {r['ratio']:.3f} | "
-              f"{1 / r['lightning_s']:.2f} / {1 / r['plain_s']:.2f} | - | - | - | {r['max_weight_diff']:.1e} | "
-              f"{r['load']} |")
+        mem = (
+            (
+                f"{r['peak_lightning_mib']:.0f} / {r['peak_plain_mib']:.0f} "
+                f"({r['peak_lightning_mib'] / r['peak_plain_mib']:.3f})"
+            )
+            if fl
+            else "-"
+        )
+        print(
+            f"| {r['precision']} | {r['lightning_s']:.3f} | {r['plain_s']:.3f} | {r['ratio']:.3f} | "
+            f"{1 / r['lightning_s']:.2f} / {1 / r['plain_s']:.2f} | {fl / 1e12:.3f} | "
+            f"{fl / r['plain_s'] / 1e9:.0f} | {mem} | {r['max_weight_diff']:.1e} | {r['load']} |"
+            if fl
+            else f"| {r['precision']} | {r['lightning_s']:.3f} | {r['plain_s']:.3f} | {r['ratio']:.3f} | "
+            f"{1 / r['lightning_s']:.2f} / {1 / r['plain_s']:.2f} | - | - | - | {r['max_weight_diff']:.1e} | "
+            f"{r['load']} |"
+        )
     if args.infer_iters:
-        print(f"\n| inference {args.infer_size}x{args.infer_size} | module.forward images/s | bare generator images/s "
-              f"| ratio | load |\n|---|---|---|---|---|")
+        print(
+            f"\n| inference {args.infer_size}x{args.infer_size} | module.forward images/s | bare generator images/s "
+            f"| ratio | load |\n|---|---|---|---|---|"
+        )
         for precision in args.precisions:
             r = bench_inference(args, precision, batches)
             print(f"| {precision} | {r['lightning_ips']:.2f} | {r['plain_ips']:.2f} | {r['ratio']:.3f} | {r['load']} |")

@@ -73,20 +73,45 @@ def plain_child(ckpt: str, src: str, dst: str) -> None:
 
 def command(contender: str, ref: Path, ckpt_dir: Path, src: Path, out: Path) -> tuple[list[str], Path]:
     if contender == "reference":
-        return [sys.executable, "test.py", "--dataroot", str(src), "--name", "bench", "--model", "test", "--no_dropout",
-                "--checkpoints_dir", str(ckpt_dir), "--results_dir", str(out), "--preprocess", "none",
-                "--num_test", "1000000"], ref  # fmt: skip
+        return [
+            sys.executable,
+            "test.py",
+            "--dataroot",
+            str(src),
+            "--name",
+            "bench",
+            "--model",
+            "test",
+            "--no_dropout",
+            "--checkpoints_dir",
+            str(ckpt_dir),
+            "--results_dir",
+            str(out),
+            "--preprocess",
+            "none",
+            "--num_test",
+            "1000000",
+        ], ref
     ckpt = ckpt_dir / "bench" / "latest_net_G.pth"
     if contender == "plain":
         return [sys.executable, __file__, "--plain-child", str(ckpt), str(src), str(out)], ROOT
     backend = contender.split(":", 1)[1]
-    return [sys.executable, "predict.py", f"ckpt_path={ckpt}", f"input={src}", f"output_dir={out}",
-            f"translator.backend={backend}", "translator.device=cpu", "progress=false",
-            f"hydra.run.dir={out}/.hydra_run"], ROOT  # fmt: skip
+    return [
+        sys.executable,
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={src}",
+        f"output_dir={out}",
+        f"translator.backend={backend}",
+        "translator.device=cpu",
+        "progress=false",
+        f"hydra.run.dir={out}/.hydra_run",
+    ], ROOT
 
 
-def run_once(contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path, threads: int | None = None
-             ) -> tuple[float, float]:  # fmt: skip
+def run_once(
+    contender: str, ref: Path, ckpt_dir: Path, src: Path, work: Path, threads: int | None = None
+) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the child: user + system, all its threads) of one run."""
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -155,8 +180,11 @@ def main() -> None:
                     for c in contenders:  # interleaved: every contender sees the same stretch of machine load
                         times[c, n] = run_once(c, ref, ckpt_dir, folders[n], work, args.threads)
                         loads.append(os.getloadavg()[0])
-                        print(f"  {size}px rep {rep} {c:18s} {n:3d} images: {times[c, n][0]:7.1f} s wall, "
-                              f"{times[c, n][1]:7.1f} s CPU, load {loads[-1]:.1f}", flush=True)  # fmt: skip
+                        print(
+                            f"  {size}px rep {rep} {c:18s} {n:3d} images: {times[c, n][0]:7.1f} s wall, "
+                            f"{times[c, n][1]:7.1f} s CPU, load {loads[-1]:.1f}",
+                            flush=True,
+                        )
                 small, large = args.counts
                 for c in contenders:
                     s = (times[c, large][0] - times[c, small][0]) / (large - small)
@@ -167,8 +195,19 @@ def main() -> None:
             base, base_cpu = statistics.median(per_image[base_key]), statistics.median(per_image_cpu[base_key])
             for c in contenders:
                 s, s_cpu = statistics.median(per_image[c]), statistics.median(per_image_cpu[c])
-                rows.append((size, c, 1 / s, base / s, s_cpu, base_cpu / s_cpu, statistics.median(startup[c]),
-                             min(loads), max(loads)))  # fmt: skip
+                rows.append(
+                    (
+                        size,
+                        c,
+                        1 / s,
+                        base / s,
+                        s_cpu,
+                        base_cpu / s_cpu,
+                        statistics.median(startup[c]),
+                        min(loads),
+                        max(loads),
+                    )
+                )
     ref_name = "reference" if not args.no_reference else "plain"
     print(
         f"\n| size | contender | images/s (wall, steady) | x {ref_name} (wall) | CPU s/image | x {ref_name} (CPU time) "
@@ -177,7 +216,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for size, c, ips, ratio, cpu, ratio_cpu, start, lo, hi in rows:
         print(
-            f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {cpu:.2f} | {ratio_cpu:.2f} | {start:.1f} | {lo:.1f}-{hi:.1f} |"
+            f"| {size}² | {c} | {ips:.3f} | {ratio:.2f} | {cpu:.2f} | {ratio_cpu:.2f} | {start:.1f} | "
+            f"{lo:.1f}-{hi:.1f} |"
         )
 
 

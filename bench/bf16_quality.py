@@ -70,9 +70,11 @@ def main() -> None:
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="cyclegan-bf16-quality-"))
     print(f"machine: {machine()}; {load()}")
-    ref, bf16, ref2 = (run("fp32_seed0", "32-true", 0, args.epochs, out, args.batches),
-                       run("bf16_seed0", "bf16-mixed", 0, args.epochs, out, args.batches),
-                       run("fp32_seed1", "32-true", 1, args.epochs, out, args.batches))
+    ref, bf16, ref2 = (
+        run("fp32_seed0", "32-true", 0, args.epochs, out, args.batches),
+        run("bf16_seed0", "bf16-mixed", 0, args.epochs, out, args.batches),
+        run("fp32_seed1", "32-true", 1, args.epochs, out, args.batches),
+    )
     d_cycle, spread = abs(bf16["val_cycle"] - ref["val_cycle"]), abs(ref2["val_cycle"] - ref["val_cycle"])
     tol_cycle = max(REL_TOL * ref["val_cycle"], MARGIN * spread)
     d_grid = float(np.abs(bf16["grid"] - ref["grid"]).mean())

@@ -46,11 +46,15 @@ BENCH_OVERRIDES = [
 
 def compose_cfg(size: int, overrides: list[str], device: str = "cpu") -> DictConfig:
     """``conf/train.yaml`` + the bench overrides at ``size`` x ``size`` crops (resize to 1.12x first, as 286/256)."""
-    ov = BENCH_OVERRIDES + [
-        f"data.crop_size={size}",
-        f"data.load_size={int(round(size * 286 / 256))}",
-        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-    ] + list(overrides)
+    ov = (
+        BENCH_OVERRIDES
+        + [
+            f"data.crop_size={size}",
+            f"data.load_size={int(round(size * 286 / 256))}",
+            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        ]
+        + list(overrides)
+    )
     return compose_train(ov)
 
 
@@ -132,8 +136,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{describe_cpu()}, {gpu}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{describe_cpu()}, {gpu}"
+    )
 
 
 def sync(device: str) -> None:

@@ -18,15 +18,18 @@ import time
 
 import hydra
 import torch
-
 from common import compose_train  # noqa: E402  (bench/common.py puts the project on sys.path)
 
 
 def make_step(overrides: list[str]):
     cfg = compose_train(["experiment=demo", *overrides])
     model = hydra.utils.instantiate(cfg.model)
-    opt_g = torch.optim.Adam(itertools.chain(model.gen_a2b.parameters(), model.gen_b2a.parameters()), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(itertools.chain(model.disc_a.parameters(), model.disc_b.parameters()), 2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(
+        itertools.chain(model.gen_a2b.parameters(), model.gen_b2a.parameters()), 2e-4, betas=(0.5, 0.999)
+    )
+    opt_d = torch.optim.Adam(
+        itertools.chain(model.disc_a.parameters(), model.disc_b.parameters()), 2e-4, betas=(0.5, 0.999)
+    )
     size = cfg.data.crop_size
     a, b = torch.rand(1, 3, size, size) * 2 - 1, torch.rand(1, 3, size, size) * 2 - 1
 
@@ -49,8 +52,12 @@ def make_step(overrides: list[str]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", nargs="*", default=["model.generator.ngf=32", "model.discriminator.ndf=32",
-                                                       "model.lambda_identity=0.5"], help="overrides of the base")  # fmt: skip
+    parser.add_argument(
+        "--base",
+        nargs="*",
+        default=["model.generator.ngf=32", "model.discriminator.ndf=32", "model.lambda_identity=0.5"],
+        help="overrides of the base",
+    )
     parser.add_argument("--other", nargs="*", default=[], help="overrides of the other (default: demo.yaml as is)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="steps per config per round")
@@ -68,8 +75,10 @@ def main() -> None:
             times[name].append((time.perf_counter() - start) / args.steps)
     base, other = statistics.median(times["base"]), statistics.median(times["other"])
     print(f"base {args.base}: {base * 1e3:.1f} ms/step; other {args.other or 'demo.yaml'}: {other * 1e3:.1f} ms/step")
-    print(f"ratio other/base: {other / base:.3f}  (threads {torch.get_num_threads()}, "
-          f"cpu {torch.backends.cpu.get_cpu_capability()}, load {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(
+        f"ratio other/base: {other / base:.3f}  (threads {torch.get_num_threads()}, "
+        f"cpu {torch.backends.cpu.get_cpu_capability()}, load {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,14 @@ from cyclegan_lightning.networks import init_weights
 class PlainCycleGAN:
     """G_A/G_B/D_A/D_B as plain modules, two Adams, two pools; ``step(real_a, real_b)`` is one iteration."""
 
-    def __init__(self, model_cfg: dict, precision: str = "32-true", adam_impl: str | None = None,
-                 channels_last: bool = False, compile_generators: bool = False):
+    def __init__(
+        self,
+        model_cfg: dict,
+        precision: str = "32-true",
+        adam_impl: str | None = None,
+        channels_last: bool = False,
+        compile_generators: bool = False,
+    ):
         def build(spec, **kw):
             return init_weights(hydra.utils.instantiate(spec, **kw), model_cfg["init_type"], model_cfg["init_gain"])
 
@@ -56,7 +62,7 @@ class PlainCycleGAN:
         self.opt_d = torch.optim.Adam(itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()), **kw)
         self.precision = precision
 
-    def to(self, device: str) -> "PlainCycleGAN":
+    def to(self, device: str) -> PlainCycleGAN:
         self.nets.to(device)  # before the first step: Adam's state is created lazily on the parameters' device
         return self
 
@@ -77,9 +83,11 @@ class PlainCycleGAN:
             for p in itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()):
                 p.requires_grad_(False)
             loss_g = (
-                self.gan_loss(self.disc_b(fake_b), True) + self.gan_loss(self.disc_a(fake_a), True)
-                + F.l1_loss(rec_a, real_a) * self.lambda_a + F.l1_loss(rec_b, real_b) * self.lambda_b
-            )  # fmt: skip
+                self.gan_loss(self.disc_b(fake_b), True)
+                + self.gan_loss(self.disc_a(fake_a), True)
+                + F.l1_loss(rec_a, real_a) * self.lambda_a
+                + F.l1_loss(rec_b, real_b) * self.lambda_b
+            )
             if self.lambda_idt > 0:
                 loss_g = loss_g + F.l1_loss(self.gen_b2a(real_a), real_a) * self.lambda_a * self.lambda_idt
                 loss_g = loss_g + F.l1_loss(self.gen_a2b(real_b), real_b) * self.lambda_b * self.lambda_idt
@@ -90,8 +98,10 @@ class PlainCycleGAN:
                 p.requires_grad_(True)
 
             loss_d = 0.0
-            for disc, real, fake in ((self.disc_a, real_a, self.pool_a.query(fake_a)),
-                                     (self.disc_b, real_b, self.pool_b.query(fake_b))):
+            for disc, real, fake in (
+                (self.disc_a, real_a, self.pool_a.query(fake_a)),
+                (self.disc_b, real_b, self.pool_b.query(fake_b)),
+            ):
                 fake = fake.detach()
                 loss_d = loss_d + 0.5 * (self.gan_loss(disc(real), True) + self.gan_loss(disc(fake), False))
             self.opt_d.zero_grad(set_to_none=True)

@@ -117,8 +117,10 @@ class SampleGrid(Callback):
         except OSError as exc:  # disk full, permissions: samples are not worth a multi-day run; say so and go on
             log.error(
                 "could not write the sample grid %s (%s); earlier grids are intact. Training goes on; the next "
-                "checkpoint write will stop it if the disk is really full.", path, exc.strerror or exc,
-            )  # fmt: skip
+                "checkpoint write will stop it if the disk is really full.",
+                path,
+                exc.strerror or exc,
+            )
             return
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # W&B

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-from fsspec.implementations.local import LocalFileSystem
 
 from cyclegan_lightning.errors import CheckpointError
 

@@ -60,9 +60,11 @@ def safe_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -
 
 def _describe_networks(hparams: dict) -> str:
     gen, disc = hparams.get("generator") or {}, hparams.get("discriminator") or {}
+
     def spec(d: dict) -> str:
         name = str(d.get("_target_", "?")).rsplit(".", 1)[-1]
         return name + "(" + ", ".join(f"{k}={v}" for k, v in d.items() if k != "_target_") + ")"
+
     return (
         f"generator {spec(gen)}, discriminator {spec(disc)}, channels A={hparams.get('channels_a', '?')} "
         f"B={hparams.get('channels_b', '?')}"

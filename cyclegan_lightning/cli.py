@@ -21,7 +21,9 @@ def require(cfg: DictConfig, command: str) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         example = " ".join(f"{k}=..." for k in missing)
-        raise ConfigError(f"{command}.py needs {', '.join(missing)}: python {command}.py {example} (see conf/{command}.yaml)")
+        raise ConfigError(
+            f"{command}.py needs {', '.join(missing)}: python {command}.py {example} (see conf/{command}.yaml)"
+        )
 
 
 def run_command(command: str, work: Callable[[DictConfig], T], cfg: DictConfig) -> T:

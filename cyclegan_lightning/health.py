@@ -144,5 +144,6 @@ class HealthMonitor(Callback):
                     if isinstance(logger, WandbLogger):
                         import wandb
 
-                        logger.experiment.alert(title=f"CycleGAN {problem} ({direction})", text=text,
-                                                level=wandb.AlertLevel.WARN)  # fmt: skip
+                        logger.experiment.alert(
+                            title=f"CycleGAN {problem} ({direction})", text=text, level=wandb.AlertLevel.WARN
+                        )

@@ -51,8 +51,10 @@ class PatchNCELoss(nn.Module):
     """PatchNCE of CUT (Park et al., ECCV 2020): each query patch must pick its own key patch among the others.
 
     Same semantics as the official ``models/patchnce.py``, for one encoder layer. Inputs are L2-normalised projections
-    grouped per image, ``(B, P, C)``, with query patch ``i`` taken at the same position as key patch ``i``. The logits of
-    query ``i`` are ``[q_i.k_i, q_i.k_1, ..., q_i.k_P]`` over the temperature. The diagonal (``q_i.k_i`` again) is filled
+    grouped per image, ``(B, P, C)``, with query patch ``i`` taken at the same position as key patch ``i``. The
+    logits of
+    query ``i`` are ``[q_i.k_i, q_i.k_1, ..., q_i.k_P]`` over the temperature. The diagonal (``q_i.k_i`` again) is
+    filled
     with -10 rather than removed, as the official code does. The loss is cross-entropy towards class 0, the positive. So
     the negatives come from the same image (255 of them for P=256), or from the whole minibatch with
     ``negatives_from_minibatch`` (the official ``nce_includes_all_negatives_from_minibatch``, which SinCUT uses).

@@ -271,7 +271,8 @@ class CycleGAN(LightningModule):
     @contextlib.contextmanager
     def _loss_scale_kept(self, opt_d):
         """Around the generator step under fp16 AMP with accumulation: the step updates the shared GradScaler, so
-        the discriminators' gradients accumulated at the old scale are brought to the new one (a power of two, exact)."""
+        the discriminators' gradients accumulated at the old scale are brought to the new one (a power of two,
+        exact)."""
         scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
         if scaler is None or self.hparams.get("accumulate_grad_batches", 1) == 1 or not scaler.is_enabled():
             yield
@@ -300,7 +301,10 @@ class CycleGAN(LightningModule):
         named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in losses.items() if not torch.isfinite(v).all())
         where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         self._nonfinite_in_a_row += 1
-        if self.hparams.get("nonfinite_policy", "stop") == "stop" or self._nonfinite_in_a_row > MAX_CONSECUTIVE_NONFINITE:
+        if (
+            self.hparams.get("nonfinite_policy", "stop") == "stop"
+            or self._nonfinite_in_a_row > MAX_CONSECUTIVE_NONFINITE
+        ):
             in_a_row = f" ({self._nonfinite_in_a_row} bad batches in a row)" if self._nonfinite_in_a_row > 1 else ""
             raise NumericalError(
                 f"non-finite loss at {where}{in_a_row}: {named or 'on another rank'}. Training stopped before "
@@ -407,11 +411,15 @@ class CycleGAN(LightningModule):
         hp = self.hparams
         impl = {hp.adam_impl: True} if hp.get("adam_impl") else {}  # fused / foreach Adam (speed lever)
         opt_g = torch.optim.Adam(
-            itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters()), lr=hp.lr, betas=tuple(hp.betas),
+            itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters()),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
             **impl,
         )
         opt_d = torch.optim.Adam(
-            itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()), lr=hp.lr, betas=tuple(hp.betas),
+            itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
             **impl,
         )
         schedulers = [

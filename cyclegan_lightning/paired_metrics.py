@@ -60,8 +60,10 @@ class PairedMetrics(Callback):
                 if inputs:
                     self.pairs[direction] = (torch.stack(inputs), torch.stack(truths))
             if self.pairs:
-                log.info("paired metrics against ground truth: %s",
-                         ", ".join(f"{d} {p[0].shape[0]} images" for d, p in self.pairs.items()))  # fmt: skip
+                log.info(
+                    "paired metrics against ground truth: %s",
+                    ", ".join(f"{d} {p[0].shape[0]} images" for d, p in self.pairs.items()),
+                )
         return self.pairs
 
     @torch.no_grad()
@@ -89,8 +91,10 @@ class PairedMetrics(Callback):
             return
         s = self.last
         parts = [
-            f"{d.replace('2', '->').upper()} PSNR {s[f'paired_psnr_{d}']:.2f} dB (identity {s[f'paired_psnr_identity_{d}']:.2f}),"
+            f"{d.replace('2', '->').upper()} PSNR {s[f'paired_psnr_{d}']:.2f} dB (identity "
+            f"{s[f'paired_psnr_identity_{d}']:.2f}),"
             f" SSIM {s[f'paired_ssim_{d}']:.3f} (identity {s[f'paired_ssim_identity_{d}']:.3f})"
-            for d in ("a2b", "b2a") if f"paired_psnr_{d}" in s
-        ]  # fmt: skip
+            for d in ("a2b", "b2a")
+            if f"paired_psnr_{d}" in s
+        ]
         log.info("paired metrics against ground truth after epoch %d: %s", s["epoch"], "; ".join(parts))

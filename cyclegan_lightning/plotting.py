@@ -82,7 +82,8 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     from cyclegan_lightning.callbacks import save_png_atomic
 
     series = read_metrics(csv_path)
-    known = lambda c: any(match(c) for _, match in FAMILIES)
+    def known(c):
+        return any(match(c) for _, match in FAMILIES)
     series = {c: v for c, v in series.items() if known(c) or any(y != 0 for _, y in v)}  # e.g. no skipped images
     panels = group_columns(series)
     if not panels:
@@ -95,8 +96,15 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
             steps, values = zip(*series[column])
             style = "--" if "identity" in column else "-"
             many = len(values) > 30
-            line, = ax.plot(steps, values, style, lw=0.8 if many else 1.5, alpha=0.35 if many else 1.0,
-                            marker=None if many else ".", label=column)  # fmt: skip
+            (line,) = ax.plot(
+                steps,
+                values,
+                style,
+                lw=0.8 if many else 1.5,
+                alpha=0.35 if many else 1.0,
+                marker=None if many else ".",
+                label=column,
+            )
             if many:  # noisy per-step losses: a running mean on top
                 k = max(2, len(values) // 15)
                 smooth = torch.tensor(values).unfold(0, k, 1).mean(1).tolist()

@@ -49,8 +49,13 @@ def find_last_checkpoint(log_dir: str | Path, name: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path | None = None, name: str | None = None,
-                      multirun: bool = False, output_dir: str | Path | None = None) -> str | None:  # fmt: skip
+def resolve_ckpt_path(
+    ckpt_path: str | None,
+    log_dir: str | Path | None = None,
+    name: str | None = None,
+    multirun: bool = False,
+    output_dir: str | Path | None = None,
+) -> str | None:
     """``None`` -> ``None``; ``auto`` -> newest ``last.ckpt`` of ``name`` or ``None``; a file -> its path.
 
     Lightning's own ``ckpt_path="last"`` only looks in the current run's folder, which Hydra makes new for each
@@ -102,8 +107,13 @@ def capture_rng_states() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -123,8 +133,10 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 # ---- checkpoint hooks (called by CycleGAN.on_save_checkpoint / on_load_checkpoint) --------------------------------
 def _rank_state(module: LightningModule) -> dict[str, Any]:
-    return {"image_pools": {"a": module.pool_a.state_dict(), "b": module.pool_b.state_dict()},
-            "rng_states": capture_rng_states()}  # fmt: skip
+    return {
+        "image_pools": {"a": module.pool_a.state_dict(), "b": module.pool_b.state_dict()},
+        "rng_states": capture_rng_states(),
+    }
 
 
 def save_run_state(module: LightningModule, checkpoint: dict[str, Any]) -> None:

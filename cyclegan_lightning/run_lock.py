@@ -49,7 +49,7 @@ class RunDirLock:
         self.path = self.folder / LOCK_NAME
         self._lock = FileLock(self.path, timeout=0, is_singleton=True)  # one object per file in this process
 
-    def acquire(self) -> "RunDirLock":
+    def acquire(self) -> RunDirLock:
         """Take the lock (again, if this process holds it); ``ConfigError`` if another process holds it."""
         if global_rank_from_env() != 0:
             return self  # DDP ranks > 0 are part of rank 0's run and write nothing here
@@ -78,7 +78,7 @@ class RunDirLock:
         if self._lock.is_locked:
             self._lock.release()
 
-    def __enter__(self) -> "RunDirLock":
+    def __enter__(self) -> RunDirLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -13,11 +13,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
-from cyclegan_lightning.run_lock import RunDirLock
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.resume import DistinctRankSeeds, read_wandb_run_id
 from cyclegan_lightning.resume import resolve_ckpt_path as _resolve_resume
+from cyclegan_lightning.run_lock import RunDirLock
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,11 @@ def instantiate_group(group: DictConfig | None) -> list:
     """Instantiate every entry with a ``_target_`` in a config group such as ``callbacks`` or ``logger``."""
     if not group:
         return []
-    return [hydra.utils.instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        hydra.utils.instantiate(entry)
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def is_multirun() -> bool:

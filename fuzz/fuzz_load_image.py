@@ -43,10 +43,18 @@ def write_seed_corpus(folder: Path) -> None:
     deep = Image.fromarray(np.arange(108, dtype=np.uint16).reshape(9, 12) * 600)
     flt = Image.fromarray(np.linspace(0, 1, 108, dtype=np.float32).reshape(9, 12))
     seeds = [
-        (".jpg", rgb, "JPEG", {}), (".jpg", rgb.convert("CMYK"), "JPEG", {}), (".png", rgb, "PNG", {}),
-        (".png", deep, "PNG", {}), (".png", rgb.convert("P"), "PNG", {"transparency": 0}),
-        (".ppm", rgb, "PPM", {}), (".bmp", rgb, "BMP", {}), (".tif", rgb, "TIFF", {}), (".tif", flt, "TIFF", {}),
-        (".tif", deep, "TIFF", {}), (".tif", rgb.convert("CMYK"), "TIFF", {}), (".webp", rgb, "WEBP", {}),
+        (".jpg", rgb, "JPEG", {}),
+        (".jpg", rgb.convert("CMYK"), "JPEG", {}),
+        (".png", rgb, "PNG", {}),
+        (".png", deep, "PNG", {}),
+        (".png", rgb.convert("P"), "PNG", {"transparency": 0}),
+        (".ppm", rgb, "PPM", {}),
+        (".bmp", rgb, "BMP", {}),
+        (".tif", rgb, "TIFF", {}),
+        (".tif", flt, "TIFF", {}),
+        (".tif", deep, "TIFF", {}),
+        (".tif", rgb.convert("CMYK"), "TIFF", {}),
+        (".webp", rgb, "WEBP", {}),
         (".gif", rgb.convert("P"), "GIF", {"save_all": True, "append_images": [rgb.rotate(90).convert("P")]}),
     ]
     for i, (ext, img, fmt, kwargs) in enumerate(seeds):

@@ -43,7 +43,9 @@ TINY = [
 ]
 
 
-def write_images(folder: Path, n: int, size: tuple[int, int] = (40, 40), mode: str = "RGB", seed: int = 0) -> list[Path]:
+def write_images(
+    folder: Path, n: int, size: tuple[int, int] = (40, 40), mode: str = "RGB", seed: int = 0
+) -> list[Path]:
     """``n`` random PNG images of ``size`` (w, h) in ``mode``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

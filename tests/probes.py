@@ -104,11 +104,23 @@ def train_py(args: list[str], root: Path, env: dict | None = None, timeout: floa
     import subprocess
     import sys
 
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root),
-                "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", **(env or {})}  # fmt: skip
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "tests"),
+        "CYCLEGAN_ROOT": str(root),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "1",
+        **(env or {}),
+    }
     full_env.pop("CYCLEGAN_RESUMED_FROM", None)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=full_env,
-                            capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"train.py exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -119,7 +131,7 @@ class GradProbe(Callback):
     discriminators have disjoint parameters and each backward touches only its own, so they are still there),
     the dtype the generators compute in and the AMP loss scale. The last instance is ``GradProbe.last``."""
 
-    last: "GradProbe | None" = None
+    last: GradProbe | None = None
 
     def __init__(self):
         self.step_norms: list[float] = []
@@ -164,8 +176,11 @@ class SyncProbe(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        record = {"per_batch": self.per_batch, "weights": state_hash(pl_module.state_dict()),
-                  "global_step": trainer.global_step}  # fmt: skip
+        record = {
+            "per_batch": self.per_batch,
+            "weights": state_hash(pl_module.state_dict()),
+            "global_step": trainer.global_step,
+        }
         (self.out_dir / f"sync{trainer.global_rank}.json").write_text(json.dumps(record))
 
 

@@ -11,19 +11,29 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
-MANDATORY = {"predict": ["ckpt_path", "input", "output_dir"], "evaluate": ["ckpt_path"],
-             "leaderboard": ["runs"], "export": ["ckpt_path"]}  # fmt: skip
+MANDATORY = {
+    "predict": ["ckpt_path", "input", "output_dir"],
+    "evaluate": ["ckpt_path"],
+    "leaderboard": ["runs"],
+    "export": ["ckpt_path"],
+}
 
 
 def command(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python <name>.py *args`` from the project root; stdout and stderr together, as a console shows them."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "CYCLEGAN_OFFLINE": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(ROOT / f"{name}.py"), *args], cwd=ROOT, env=full_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / f"{name}.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MANDATORY))
@@ -44,8 +54,13 @@ def run_copy(tiny_runs, tmp_path) -> Path:
 
 def test_predict_and_export_print_their_summary_once(run_copy, tiny_runs, tmp_path):
     ckpt = run_copy / "checkpoints" / "last.ckpt"
-    out = command("predict", f"ckpt_path={ckpt}", f"input={tiny_runs[0] / 'testA'}", f"output_dir={tmp_path / 'out'}",
-                  "progress=false").stdout  # fmt: skip
+    out = command(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={tiny_runs[0] / 'testA'}",
+        f"output_dir={tmp_path / 'out'}",
+        "progress=false",
+    ).stdout
     assert len(re.findall(r"^3 images translated, 0 already done", out, re.M)) == 1, out
 
     out = command("export", f"ckpt_path={ckpt}").stdout  # no output=: next to the run

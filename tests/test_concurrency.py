@@ -39,8 +39,9 @@ sys.stdin.read()
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding ``folder``'s run lock until its stdin closes."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -53,7 +54,9 @@ def test_second_run_in_the_same_folder_is_refused_and_leaves_the_first_intact(tr
     (run / "checkpoints" / "last.ckpt").write_bytes(b"first run's checkpoint")
     holder = hold_lock(run)
     try:
-        with pytest.raises(ConfigError, match=rf"another training run \(pid {holder.pid} on testhost.*\) is using the output"):
+        with pytest.raises(
+            ConfigError, match=rf"another training run \(pid {holder.pid} on testhost.*\) is using the output"
+        ):
             run_training(cfg)
         assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"first run's checkpoint"
         assert not (run / "samples").exists()
@@ -79,12 +82,14 @@ def test_lock_is_reentrant_within_one_process(tmp_path):
     first = RunDirLock(tmp_path).acquire()
     second = RunDirLock(tmp_path).acquire()
     second.release()
-    proc = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path)], input="", capture_output=True, text=True,
-                          cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", HOLD, str(tmp_path)], input="", capture_output=True, text=True, cwd=ROOT
+    )
     assert "another training run holds it" in proc.stderr  # still held after one of two releases
     first.release()
-    proc = subprocess.run([sys.executable, "-c", HOLD, str(tmp_path)], input="", capture_output=True, text=True,
-                          cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", HOLD, str(tmp_path)], input="", capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0
 
 
@@ -109,11 +114,14 @@ def test_sample_grid_is_written_by_rank_zero_only(tmp_path, monkeypatch):
     grid = SampleGrid(str(tmp_path / "samples"))
     monkeypatch.setattr(grid, "render", lambda trainer, module: torch.zeros(3, 8, 8))
     for rank, zero in ((1, False), (2, False)):
-        trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, is_global_zero=zero, loggers=[], global_rank=rank)
+        trainer = SimpleNamespace(
+            sanity_checking=False, current_epoch=0, is_global_zero=zero, loggers=[], global_rank=rank
+        )
         grid.on_validation_epoch_end(trainer, None)
     assert not (tmp_path / "samples").exists()
-    grid.on_validation_epoch_end(SimpleNamespace(sanity_checking=False, current_epoch=0, is_global_zero=True,
-                                                 loggers=[]), None)  # fmt: skip
+    grid.on_validation_epoch_end(
+        SimpleNamespace(sanity_checking=False, current_epoch=0, is_global_zero=True, loggers=[]), None
+    )
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_0001.png", "latest.png"]
 
 
@@ -124,9 +132,18 @@ def test_two_train_py_processes_in_one_folder(tmp_path):
 
     data = make_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "train.py"), *TINY, f"data.root={data}", "logger=none", "trainer.max_epochs=3",
-            f"hydra.run.dir={run}"]  # fmt: skip
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) for _ in "ab"]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TINY,
+        f"data.root={data}",
+        "logger=none",
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={run}",
+    ]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT) for _ in "ab"
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outs
@@ -142,14 +159,23 @@ def test_ddp_two_ranks_write_each_file_once(tmp_path):
 
     data = make_dataset(tmp_path / "data", n_train=4)
     run = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "train.py"), *TINY, f"data.root={data}", "logger=csv", "trainer=ddp_cpu",
-            "trainer.accelerator=cpu", "trainer.max_epochs=1", f"hydra.run.dir={run}"]  # fmt: skip
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TINY,
+        f"data.root={data}",
+        "logger=csv",
+        "trainer=ddp_cpu",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
     assert not [f for f in files if f.endswith(".tmp") or "/.epoch" in f or "/.latest" in f], files
     assert "checkpoints/last.ckpt" in files and "samples/epoch_0001.png" in files
-    assert (run / LOCK_NAME).read_text().startswith("pid ")
+    assert (run / OWNER_NAME).read_text().startswith("pid ")
 
 
 def test_run_lock_is_released_after_an_early_failure(train_cfg, tmp_path):
@@ -157,8 +183,9 @@ def test_run_lock_is_released_after_an_early_failure(train_cfg, tmp_path):
     cfg = train_cfg("trainer.max_epochs=1", "data.crop_size=0")
     with pytest.raises(Exception):
         run_training(cfg)
-    proc = subprocess.run([sys.executable, "-c", HOLD, str(cfg.paths.output_dir)], input="", capture_output=True,
-                          text=True, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", HOLD, str(cfg.paths.output_dir)], input="", capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr  # another process can take the folder at once
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, compose_train_cfg, make_dataset, write_images
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_train_cfg, make_dataset, write_images
 from cyclegan_lightning.training import run_training
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -54,7 +54,16 @@ def test_amp_if_gpu_picks_the_precision_the_device_supports(monkeypatch):
 def experiment_data(experiment: str, tmp_path: Path) -> Path:
     root = tmp_path / "data"
     if experiment == "hair_black2blond":  # several folders per domain
-        for i, sub in enumerate(["black_hair/men", "black_hair/women", "blond_hair/men", "blond_hair/women", "test/black_hair", "test/blond_hair"]):
+        for i, sub in enumerate(
+            [
+                "black_hair/men",
+                "black_hair/women",
+                "blond_hair/men",
+                "blond_hair/women",
+                "test/black_hair",
+                "test/blond_hair",
+            ]
+        ):
             write_images(root / sub, 2, seed=i)
         return root
     return make_dataset(root)
@@ -80,11 +89,19 @@ def test_missing_data_root_names_the_folder(tmp_path):
 def test_demo_experiment_builds_its_data_and_trains(tmp_path):
     """The default command's path, shrunk to a few batches: builds the demo data, writes a checkpoint and a grid."""
     cfg = compose_train_cfg(
-        [f"data.root={tmp_path}/demo", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "data.num_workers=0",
-         "data.persistent_workers=false", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-         "+trainer.limit_val_batches=2"],
-        tmp_path / "run", tiny=False,
-    )  # fmt: skip
+        [
+            f"data.root={tmp_path}/demo",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=2",
+        ],
+        tmp_path / "run",
+        tiny=False,
+    )
     run_training(cfg)
     assert len(list((tmp_path / "demo" / "trainA").glob("*.png"))) == 100
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

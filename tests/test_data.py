@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_dataset, write_images
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from conftest import make_dataset, write_images
 from cyclegan_lightning.data import UnpairedDataModule, build_transform, load_image
 from cyclegan_lightning.data.datasets import SeededSampler
 from cyclegan_lightning.data.images import ImageLoadError
@@ -35,7 +35,13 @@ def test_epoch_is_the_larger_domain_a_by_index_b_random_or_serial(tmp_path):
     write_images(tmp_path / "trainB", 5, seed=2)
     ds = datamodule(tmp_path).train_set
     assert len(ds) == 5
-    assert [Path(ds[i]["path_a"]).name for i in range(5)] == ["img_000.png", "img_001.png", "img_002.png", "img_000.png", "img_001.png"]
+    assert [Path(ds[i]["path_a"]).name for i in range(5)] == [
+        "img_000.png",
+        "img_001.png",
+        "img_002.png",
+        "img_000.png",
+        "img_001.png",
+    ]
     serial_ds = datamodule(tmp_path, serial_batches=True).train_set
     for shuffle, dataset in ((True, ds), (False, serial_ds)):
         sampler = SeededSampler(dataset, seed=0, shuffle=shuffle)
@@ -102,11 +108,16 @@ def test_explicit_folder_lists_recursive_discovery_and_direction(tmp_path):
     write_images(tmp_path / "a2", 1, seed=2)
     write_images(tmp_path / "b", 4, seed=3)
     (tmp_path / "a2" / "notes.txt").write_text("not an image")
-    dm = UnpairedDataModule(train_a=[str(tmp_path / "a1"), str(tmp_path / "a2")], train_b=str(tmp_path / "b"), num_workers=0)
+    dm = UnpairedDataModule(
+        train_a=[str(tmp_path / "a1"), str(tmp_path / "a2")], train_b=str(tmp_path / "b"), num_workers=0
+    )
     dm.setup("fit")
     assert len(dm.train_set.reader_a.files) == 3 and len(dm.train_set.reader_b.files) == 4
     swapped = UnpairedDataModule(
-        train_a=[str(tmp_path / "a1"), str(tmp_path / "a2")], train_b=str(tmp_path / "b"), direction="BtoA", num_workers=0
+        train_a=[str(tmp_path / "a1"), str(tmp_path / "a2")],
+        train_b=str(tmp_path / "b"),
+        direction="BtoA",
+        num_workers=0,
     )
     swapped.setup("fit")
     assert len(swapped.train_set.reader_a.files) == 4  # the model's A (source) now reads the B folder
@@ -120,7 +131,13 @@ def test_max_dataset_size_limits_each_domain(tiny_dataset):
 
 @pytest.mark.parametrize(
     "preprocess,shape",
-    [("resize_and_crop", (32, 32)), ("crop", (32, 32)), ("scale_width", (48, 36)), ("scale_width_and_crop", (32, 32)), ("none", (80, 60))],
+    [
+        ("resize_and_crop", (32, 32)),
+        ("crop", (32, 32)),
+        ("scale_width", (48, 36)),
+        ("scale_width_and_crop", (32, 32)),
+        ("none", (80, 60)),
+    ],
 )
 def test_preprocess_modes(preprocess, shape):
     img = torch.rand(3, 81, 61)  # H x W, not multiples of 4

@@ -21,11 +21,18 @@ def ddp_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ddp")
     data = make_dataset(tmp / "data", n_train=8)
     train_py(
-        ["trainer=ddp_cpu", *TINY, f"data.root={data}", "trainer.max_epochs=1", "model.pool_size=2",
-         f"hydra.run.dir={tmp / 'run'}",
-         "+callbacks.probe._target_=probes.RankProbe", f"+callbacks.probe.out_dir={tmp / 'probe'}"],
+        [
+            "trainer=ddp_cpu",
+            *TINY,
+            f"data.root={data}",
+            "trainer.max_epochs=1",
+            "model.pool_size=2",
+            f"hydra.run.dir={tmp / 'run'}",
+            "+callbacks.probe._target_=probes.RankProbe",
+            f"+callbacks.probe.out_dir={tmp / 'probe'}",
+        ],
         root=tmp,
-    )  # fmt: skip
+    )
     return tmp
 
 
@@ -50,7 +57,12 @@ def test_ddp_cpu_two_ranks_split_data_and_end_identical(ddp_run: Path):
 def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
     run = ddp_run / "run"
     assert {p.name for p in run.iterdir()} - {".run.lock"} == {
-        ".hydra", "checkpoints", "csv", "samples", "train.log", "train_ddp_process_1.log"
+        ".hydra",
+        "checkpoints",
+        "csv",
+        "samples",
+        "train.log",
+        "train_ddp_process_1.log",
     }  # rank 1 adds only its log: no second run folder, config, logger version or checkpoint set
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert sorted(p.name for p in (run / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
@@ -76,15 +88,25 @@ def test_ddp_resume_restores_each_ranks_pools_and_rng(ddp_run: Path):
     data = ddp_run / "data"
     common = ["trainer=ddp_cpu", *TINY, f"data.root={data}", "trainer.max_epochs=2", "model.pool_size=2"]
     for name, extra in (("straight", []), ("resumed", [f"ckpt_path={ddp_run / 'run/checkpoints/last.ckpt'}"])):
-        train_py([*common, *extra, f"hydra.run.dir={ddp_run / name}", "+callbacks.probe._target_=probes.RankProbe",
-                  f"+callbacks.probe.out_dir={ddp_run / (name + '-probe')}"], root=ddp_run)  # fmt: skip
+        train_py(
+            [
+                *common,
+                *extra,
+                f"hydra.run.dir={ddp_run / name}",
+                "+callbacks.probe._target_=probes.RankProbe",
+                f"+callbacks.probe.out_dir={ddp_run / (name + '-probe')}",
+            ],
+            root=ddp_run,
+        )
     for rank in (0, 1):
         straight = json.loads((ddp_run / "straight-probe" / f"rank{rank}.json").read_text())
         resumed = json.loads((ddp_run / "resumed-probe" / f"rank{rank}.json").read_text())
         assert resumed["weights"] == straight["weights"]
         assert resumed["paths_b"] == straight["paths_b"][len(straight["paths_b"]) // 2 :]  # epoch 2's B draws
-    a, b = (torch.load(ddp_run / n / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
-            for n in ("straight", "resumed"))  # fmt: skip
+    a, b = (
+        torch.load(ddp_run / n / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+        for n in ("straight", "resumed")
+    )
     for sa, sb in zip(a["rank_states"], b["rank_states"], strict=True):
         for d in "ab":
             pool_a, pool_b = sa["image_pools"][d]["images"], sb["image_pools"][d]["images"]

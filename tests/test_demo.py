@@ -52,7 +52,9 @@ def test_demo_writes_ground_truth_named_after_the_test_images(demo_root):
 
 def dusk_torch(x: torch.Tensor) -> torch.Tensor:
     """The demo grade on a [-1, 1] batch: a perfect A->B translator."""
-    y = _curve(torch.einsum("ij,njhw->nihw", torch.from_numpy(MIX), (x + 1) / 2) + torch.from_numpy(SHADOW_TINT)[:, None, None])
+    y = _curve(
+        torch.einsum("ij,njhw->nihw", torch.from_numpy(MIX), (x + 1) / 2) + torch.from_numpy(SHADOW_TINT)[:, None, None]
+    )
     return y * 2 - 1
 
 
@@ -93,13 +95,20 @@ def test_paired_metrics_do_nothing_without_truth_folders(tiny_dataset):
     assert PairedMetrics().compute(trainer, FixedModule(dusk_torch, dusk_torch)) == {}
 
 
-COLOURS = {"red": (1, -1, -1), "green": (-1, 1, -1), "magenta": (1, -1, 1), "blue": (-1, -1, 1),
-           "yellow": (1, 1, -1), "cyan": (-1, 1, 1)}  # fmt: skip
+COLOURS = {
+    "red": (1, -1, -1),
+    "green": (-1, 1, -1),
+    "magenta": (1, -1, 1),
+    "blue": (-1, -1, 1),
+    "yellow": (1, 1, -1),
+    "cyan": (-1, 1, 1),
+}
 
 
 def test_sample_grid_rows_are_in_the_named_order_and_enlarged():
     """A->B rolls the channels, B->A negates them: each of the six rows gets its own known colour."""
-    solid = lambda name: torch.tensor(COLOURS[name], dtype=torch.float32)[:, None, None].expand(3, 16, 16)
+    def solid(name):
+        return torch.tensor(COLOURS[name], dtype=torch.float32)[:, None, None].expand(3, 16, 16)
     val_sets = {"a": [{"image": solid("red")}] * 2, "b": [{"image": solid("blue")}] * 2}
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets=val_sets), current_epoch=6)
     module = FixedModule(lambda x: x.roll(1, dims=1), lambda x: -x)
@@ -132,7 +141,10 @@ def test_identity_init_makes_both_generators_copy_their_input(demo_root, tmp_pat
     trainer = trainer_on(demo_root, ckpt_path=None)
     model._trainer = trainer
     x = {d: torch.stack([trainer.datamodule.val_sets[d][i]["image"] for i in range(2)]) for d in "ab"}
-    error = lambda: [float((gen(x[d]) - x[d]).abs().mean().detach()) for gen, d in ((model.gen_a2b, "b"), (model.gen_b2a, "a"))]
+    def error():
+        return [
+            float((gen(x[d]) - x[d]).abs().mean().detach()) for gen, d in ((model.gen_a2b, "b"), (model.gen_b2a, "a"))
+        ]
     before = error()
     trainer.ckpt_path = "resumed.ckpt"  # a resumed run keeps its trained generators
     model.on_fit_start()
@@ -150,6 +162,7 @@ def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path
     import sys
 
     from conftest import ROOT
+
     from cyclegan_lightning.training import run_training
 
     run = tmp_path / "run"
@@ -164,21 +177,42 @@ def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path
     curves = Image.open(run / "plots" / "curves.png")  # drawn at the end of training
     assert curves.size[0] > 800 and curves.size[1] > 600
     out = tmp_path / "again.png"
-    done = subprocess.run([sys.executable, str(ROOT / "plot.py"), f"run={run}", f"out={out}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "plot.py"), f"run={run}", f"out={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size == curves.size
-    missing = subprocess.run([sys.executable, str(ROOT / "plot.py"), f"run={tmp_path / 'nothing'}"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "plot.py"), f"run={tmp_path / 'nothing'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "no metrics file" in missing.stdout + missing.stderr
 
 
 def test_curves_are_grouped_by_family():
     from cyclegan_lightning.plotting import group_columns
 
-    panels = group_columns(["train/g/total", "train/d/a", "train/d/acc_real_b", "train/lr", "val/swd", "val/cycle_a",
-                            "val/paired_psnr_a2b", "val/paired_psnr_identity_a2b", "val/health/drift_a2b",
-                            "data/skipped_images"])  # fmt: skip
+    panels = group_columns(
+        [
+            "train/g/total",
+            "train/d/a",
+            "train/d/acc_real_b",
+            "train/lr",
+            "val/swd",
+            "val/cycle_a",
+            "val/paired_psnr_a2b",
+            "val/paired_psnr_identity_a2b",
+            "val/health/drift_a2b",
+            "data/skipped_images",
+        ]
+    )
     assert panels["discriminator accuracy"] == ["train/d/acc_real_b"]
     assert panels["discriminator losses"] == ["train/d/a"]
     assert panels["health"] == ["val/health/drift_a2b"]

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_images
 from PIL import Image
 
-from cyclegan_lightning import checkpoint_io
 from cyclegan_lightning import callbacks as callbacks_mod
-from cyclegan_lightning.errors import OutputError
-from cyclegan_lightning.errors import CheckpointError, CycleGANError
+from cyclegan_lightning import checkpoint_io
+from cyclegan_lightning.errors import CheckpointError, CycleGANError, OutputError
 from cyclegan_lightning.training import run_training
-from conftest import write_images
 
 
 def _enospc(path=None) -> OSError:
@@ -29,13 +28,19 @@ def _enospc(path=None) -> OSError:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith("."))
-            and p.name != ".run.lock"]  # fmt: skip
+    return [
+        p.name
+        for p in folder.rglob("*")
+        if p.is_file() and (".tmp" in p.name or p.name.startswith(".")) and p.name != ".run.lock"
+    ]
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
@@ -50,7 +55,10 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(train_cfg, 
 
     monkeypatch.setattr(checkpoint_io.torch, "save", save)
     cfg = train_cfg("trainer.max_epochs=3")
-    with pytest.raises(CheckpointError, match=r"failed to write checkpoint .*\(No space left on device\).*(unchanged|no checkpoint was written)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"failed to write checkpoint .*\(No space left on device\).*(unchanged|no checkpoint was written)",
+    ):
         run_training(cfg)
     ckpts = Path(cfg.paths.output_dir) / "checkpoints"
     good = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
-from conftest import ROOT
 from cyclegan_lightning.evaluation import (
     FidKid,
     MissingWeightsError,
@@ -82,8 +82,15 @@ def test_evaluate_metrics_values_and_files(tmp_path):
     write_images(tmp_path / "pairedB", 3, size=(32, 28))  # = testA: the fakes are testA darkened by 0.1
     loaded = LoadedGenerators({"a2b": Darken(), "b2a": Darken()}, {"a": 3, "b": 3}, "test", Path("darken.pth"))
     translator = Translator(loaded, device="cpu", tile_size=None)
-    result = evaluate(translator, tmp_path / "testA", tmp_path / "testB", "a2b", RandomConvFeatures(),
-                      paired_b=tmp_path / "pairedB", progress=False)  # fmt: skip
+    result = evaluate(
+        translator,
+        tmp_path / "testA",
+        tmp_path / "testB",
+        "a2b",
+        RandomConvFeatures(),
+        paired_b=tmp_path / "pairedB",
+        progress=False,
+    )
     m = result["metrics"]["a2b"]
     assert set(m) >= {"fid", "kid_mean", "cycle_psnr", "cycle_ssim", "paired_psnr", "paired_ssim"}
     # paired: |fake - gt| = 0.1 wherever the image is not clipped at 0 -> PSNR close to 20 dB (above: clipped pixels)
@@ -111,8 +118,12 @@ def evaluate_run():
 
 def test_evaluate_command_on_a_real_run(tiny_runs, tmp_path):
     root, runs = tiny_runs
-    cfg = evaluate_cfg(f"ckpt_path={runs[0] / 'checkpoints' / 'last.ckpt'}", f"data_root={root}", "fid.features=random",
-                       f"output_dir={tmp_path}")  # fmt: skip
+    cfg = evaluate_cfg(
+        f"ckpt_path={runs[0] / 'checkpoints' / 'last.ckpt'}",
+        f"data_root={root}",
+        "fid.features=random",
+        f"output_dir={tmp_path}",
+    )
     (result,) = evaluate_run()(cfg)["checkpoints"]
     assert set(result["metrics"]) == {"a2b", "b2a"} and math.isfinite(result["metrics"]["b2a"]["fid"])
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "metrics.md").is_file()
@@ -139,23 +150,37 @@ def test_ground_truth_folders_beside_the_test_set_are_found(tiny_runs, tmp_path)
     write_images(root / "truthA", 2, size=(24, 24), seed=4)
     ckpt = tiny_runs[1][0] / "checkpoints" / "last.ckpt"
     run = evaluate_run()
-    (auto,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
-                               f"output_dir={tmp_path / 'e1'}"))["checkpoints"]  # fmt: skip
+    (auto,) = run(
+        evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false", f"output_dir={tmp_path / 'e1'}")
+    )["checkpoints"]
     assert "paired_psnr" in auto["metrics"]["a2b"] and "paired_psnr" in auto["metrics"]["b2a"]
     shutil.copytree(root / "testA", tmp_path / "explicit")  # an explicit folder wins over truthB/
-    (explicit,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
-                                   f"paired_b={tmp_path / 'explicit'}", f"output_dir={tmp_path / 'e2'}"))["checkpoints"]  # fmt: skip
+    (explicit,) = run(
+        evaluate_cfg(
+            f"ckpt_path={ckpt}",
+            f"data_root={root}",
+            "fid.enabled=false",
+            f"paired_b={tmp_path / 'explicit'}",
+            f"output_dir={tmp_path / 'e2'}",
+        )
+    )["checkpoints"]
     assert explicit["metrics"]["a2b"]["paired_psnr"] != auto["metrics"]["a2b"]["paired_psnr"]
     assert explicit["metrics"]["b2a"]["paired_psnr"] == auto["metrics"]["b2a"]["paired_psnr"]
     shutil.rmtree(root / "truthA")
-    (none,) = run(evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false",
-                               f"output_dir={tmp_path / 'e3'}"))["checkpoints"]  # fmt: skip
+    (none,) = run(
+        evaluate_cfg(f"ckpt_path={ckpt}", f"data_root={root}", "fid.enabled=false", f"output_dir={tmp_path / 'e3'}")
+    )["checkpoints"]
     assert "paired_psnr" not in none["metrics"]["b2a"]
 
 
 def test_fid_callback_logs_every_n_epochs(train_cfg, tmp_path):
-    cfg = train_cfg("trainer.max_epochs=2", "callbacks=fid", "callbacks.fid.features=random",
-                    "callbacks.fid.every_n_epochs=2", "callbacks.fid.max_images=2")  # fmt: skip
+    cfg = train_cfg(
+        "trainer.max_epochs=2",
+        "callbacks=fid",
+        "callbacks.fid.features=random",
+        "callbacks.fid.every_n_epochs=2",
+        "callbacks.fid.max_images=2",
+    )
     metrics = run_training(cfg)
     assert "val/fid_a2b" in metrics and "val/kid_b2a" in metrics
     rows = (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()
@@ -203,7 +228,12 @@ def stand_in_inception(tmp_path_factory) -> Path:
 
 
 def test_fid_callback_runs_with_inception_weights(train_cfg, stand_in_inception):
-    cfg = train_cfg("trainer.max_epochs=1", "callbacks=fid", "callbacks.fid.every_n_epochs=1",
-                    "callbacks.fid.max_images=2", f"callbacks.fid.inception_weights={stand_in_inception}")  # fmt: skip
+    cfg = train_cfg(
+        "trainer.max_epochs=1",
+        "callbacks=fid",
+        "callbacks.fid.every_n_epochs=1",
+        "callbacks.fid.max_images=2",
+        f"callbacks.fid.inception_weights={stand_in_inception}",
+    )
     metrics = run_training(cfg)
     assert math.isfinite(metrics["val/fid_a2b"]) and math.isfinite(metrics["val/kid_b2a"])

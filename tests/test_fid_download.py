@@ -92,11 +92,14 @@ def test_download_into_the_hub_cache_is_verified_and_announced(server, tmp_path,
         resolve_inception_weights(source=src)
 
 
-@pytest.mark.parametrize(("route", "body", "expected"), [
-    ("/truncated", None, "truncated"),
-    ("/weights-test.pth", b"other bytes", "checksum mismatch"),
-    ("/missing", None, "download failed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("route", "body", "expected"),
+    [
+        ("/truncated", None, "truncated"),
+        ("/weights-test.pth", b"other bytes", "checksum mismatch"),
+        ("/missing", None, "download failed"),
+    ],
+)
 def test_a_bad_download_leaves_nothing_behind(server, tmp_path, route, body, expected):
     dest = tmp_path / "cache" / "weights-test.pth"
     with pytest.raises(MissingWeightsError, match=expected) as info:
@@ -125,5 +128,9 @@ def test_offline_says_which_file_goes_where(server, tmp_path, monkeypatch, how):
         resolve_inception_weights(download=how != "config", source=src)
     msg = str(info.value)
     target = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-test.pth"
-    assert str(target) in msg and src.url in msg and ("fid.download=false" if how == "config" else "CYCLEGAN_OFFLINE=1") in msg
+    assert (
+        str(target) in msg
+        and src.url in msg
+        and ("fid.download=false" if how == "config" else "CYCLEGAN_OFFLINE=1") in msg
+    )
     assert empty(target.parent)

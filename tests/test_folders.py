@@ -11,12 +11,12 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import write_images
 
 from cyclegan_lightning.data import images as images_mod
 from cyclegan_lightning.data.datamodule import UnpairedDataModule
 from cyclegan_lightning.data.images import ImageLoadError, find_images, load_image
 from cyclegan_lightning.errors import DataError
-from conftest import write_images
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

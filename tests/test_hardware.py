@@ -56,8 +56,12 @@ def test_detection_reads_this_machine():
 
 def _translator(precision: str) -> Translator:
     gen = ResnetGenerator(3, 3, ngf=4, n_blocks=1).eval()
-    return Translator(LoadedGenerators({"a2b": gen}, {"a": 3, "b": 3}, "test", Path("x.pth")), device="cpu",
-                      precision=precision, backend="eager")  # fmt: skip
+    return Translator(
+        LoadedGenerators({"a2b": gen}, {"a": 3, "b": 3}, "test", Path("x.pth")),
+        device="cpu",
+        precision=precision,
+        backend="eager",
+    )
 
 
 def test_forced_bf16_on_emulating_cpu_warns_once_and_runs(simulate_cpu, caplog):

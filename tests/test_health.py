@@ -69,9 +69,16 @@ def run_with(a2b: str, b2a: str, epochs: int, tmp_path, monitor: HealthMonitor) 
     photos = photo_crops(6, 32, seed=3)
     train = DataLoader([{"a": x, "b": x} for x in photos[:2]], batch_size=2)
     val = [DataLoader([{"image": x} for x in photos], batch_size=3) for _ in "ab"]
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     return trainer
 
@@ -113,10 +120,12 @@ def test_warning_goes_to_wandb_alert_only_with_a_wandb_logger(monkeypatch):
 
     NamedLikeWandb.__name__ = "WandbLogger"
     trainer = SimpleNamespace(
-        sanity_checking=False, current_epoch=3, is_global_zero=True,
+        sanity_checking=False,
+        current_epoch=3,
+        is_global_zero=True,
         callback_metrics={"val/health/diversity_a2b": torch.tensor(0.01), "val/health/change_a2b": torch.tensor(0.5)},
         loggers=[NamedLikeWandb("unused"), RecordingWandb()],
-    )  # fmt: skip
+    )
     monitor = HealthMonitor()
     monitor.on_validation_end(trainer, None)
     monitor.on_validation_end(trainer, None)

@@ -97,8 +97,12 @@ def test_random_bytes(tmp_path, data, ext, channels):
 
 
 @FUZZ
-@given(data=st.binary(max_size=512), magic=st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"P6\n", b"BM",
-                                                             b"II*\x00", b"MM\x00*", b"RIFF", b"GIF89a"]))
+@given(
+    data=st.binary(max_size=512),
+    magic=st.sampled_from(
+        [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"P6\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF89a"]
+    ),
+)
 def test_random_bytes_after_a_valid_magic_number(tmp_path, data, magic):
     check_contract(write(tmp_path, "magic.png", magic + data))
 
@@ -114,8 +118,10 @@ def test_truncated_files_of_every_format(tmp_path, kind, cut):
 
 
 @settings(FUZZ, max_examples=120)
-@given(kind=st.sampled_from(sorted(SEEDS)), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
-                                                                      st.integers(0, 255)), min_size=1, max_size=8))
+@given(
+    kind=st.sampled_from(sorted(SEEDS)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
+)
 def test_byte_flips_of_every_format(tmp_path, kind, flips):
     data = bytearray(SEEDS[kind])
     for where, value in flips:
@@ -139,9 +145,13 @@ def test_valid_rgb_images_round_trip_exactly(tmp_path, w, h, fmt, seed):
 
 
 @FUZZ
-@given(w=st.integers(1, 24), h=st.integers(1, 24), fmt=st.sampled_from(sorted(EXT)),
-       mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]),
-       channels=st.sampled_from([1, 3]))
+@given(
+    w=st.integers(1, 24),
+    h=st.integers(1, 24),
+    fmt=st.sampled_from(sorted(EXT)),
+    mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]),
+    channels=st.sampled_from([1, 3]),
+)
 def test_valid_images_of_any_mode_give_the_right_shape(tmp_path, w, h, fmt, mode, channels):
     img = _pattern((w, h), "RGB").convert(mode if mode not in ("I;16", "I", "F") else "L")
     if mode in ("I;16", "I", "F"):
@@ -156,8 +166,10 @@ def test_valid_images_of_any_mode_give_the_right_shape(tmp_path, w, h, fmt, mode
 
 
 @FUZZ
-@given(kinds=st.lists(st.sampled_from(["good", "empty", "garbage", "truncated"]), min_size=1, max_size=8),
-       index=st.integers(0, 50))
+@given(
+    kinds=st.lists(st.sampled_from(["good", "empty", "garbage", "truncated"]), min_size=1, max_size=8),
+    index=st.integers(0, 50),
+)
 def test_dataset_skip_policy_returns_a_good_image_or_names_the_file(tmp_path, kinds, index):
     files = []
     for i, kind in enumerate(kinds):
@@ -198,8 +210,10 @@ def test_missing_file_and_folder_named_like_an_image(tmp_path):
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG that declares w x h pixels but holds a few bytes of data: a decompression bomb's header."""
+
     def chunk(tag: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -251,7 +265,7 @@ def test_extreme_aspect_ratios_and_single_pixels(tmp_path, size, preprocess):
 
 
 def test_sixteen_bit_keeps_its_precision(tmp_path):
-    arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000 + 7)
+    arr = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000 + 7
     for fmt in ("PNG", "TIFF"):
         path = write(tmp_path, f"deep{EXT[fmt]}", encode(Image.fromarray(arr), fmt))
         out = load_image(path, channels=1).image
@@ -349,8 +363,10 @@ def test_decoder_errors_of_any_type_name_the_file(tmp_path, monkeypatch):
     """Pillow raises struct.error, IndexError, ... on some hostile files: all become ImageLoadError."""
     path = write(tmp_path, "x.png", SEEDS["png"])
     for exc in (struct.error("unpack requires a buffer"), IndexError("list index"), MemoryError(), KeyError(3)):
+
         def boom(*args, exc=exc, **kwargs):
             raise exc
+
         monkeypatch.setattr(Image.Image, "load", boom)
         with pytest.raises(ImageLoadError, match="x.png"):
             load_image(path)
@@ -359,8 +375,14 @@ def test_decoder_errors_of_any_type_name_the_file(tmp_path, monkeypatch):
 
 def test_bad_files_never_kill_a_dataloader_worker(tmp_path):
     good = [write(tmp_path, f"good{i}.png", SEEDS["png"]) for i in range(3)]
-    bad = [write(tmp_path, name, data) for name, data in
-           (("trunc.jpg", SEEDS["jpg"][:100]), ("empty.png", b""), ("junk.gif", b"GIF89a" + b"\xff" * 50))]
+    bad = [
+        write(tmp_path, name, data)
+        for name, data in (
+            ("trunc.jpg", SEEDS["jpg"][:100]),
+            ("empty.png", b""),
+            ("junk.gif", b"GIF89a" + b"\xff" * 50),
+        )
+    ]
     transform = build_transform("resize_and_crop", 36, 32)
     ds = UnpairedImageDataset(good + bad, good, transform, transform, on_bad_image="skip")
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork")
@@ -378,9 +400,18 @@ def test_atheris_fuzz_target_runs_clean_for_a_bounded_time(tmp_path):
 
     target = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_load_image.py"
     proc = subprocess.run(
-        [sys.executable, str(target), "-max_total_time=20", "-rss_limit_mb=2048", "-timeout=10",
-         f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus")],
-        capture_output=True, text=True, timeout=400,  # 20 s of fuzzing; startup is slow on a loaded machine
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(target),
+            "-max_total_time=20",
+            "-rss_limit_mb=2048",
+            "-timeout=10",
+            f"-artifact_prefix={tmp_path}/",
+            str(tmp_path / "corpus"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,  # 20 s of fuzzing; startup is slow on a loaded machine
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr and len(list((tmp_path / "corpus").iterdir())) >= 13

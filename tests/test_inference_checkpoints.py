@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import reference_networks as ref
 import torch
 
 from cyclegan_lightning import CycleGAN
 from cyclegan_lightning.errors import CheckpointError, CycleGANError
 from cyclegan_lightning.inference import Translator, load_generators
 from cyclegan_lightning.networks import NLayerDiscriminator, ResnetGenerator, UnetGenerator, init_weights
-import reference_networks as ref
+
 
 def seeded(net, seed=0):
     torch.manual_seed(seed)

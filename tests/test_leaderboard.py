@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from cyclegan_lightning.evaluation import RandomConvFeatures
-from cyclegan_lightning.evaluation.leaderboard import RunEntry, build_leaderboard, rank, training_metrics, write_leaderboard
+from cyclegan_lightning.evaluation.leaderboard import (
+    RunEntry,
+    build_leaderboard,
+    rank,
+    training_metrics,
+    write_leaderboard,
+)
 from cyclegan_lightning.evaluation.runs import checkpoint_epoch, find_runs, pick_checkpoint, run_test_folders
 from cyclegan_lightning.inference import Translator
 
@@ -30,14 +36,21 @@ def names(entries):
 
 
 def test_rank_with_known_metrics_failures_last():
-    runs = [entry("mid", a2b__fid=20.0, b2a__fid=20.0, a2b__cycle_psnr=20.0), entry("broken", error="no .ckpt"),
-            entry("worst", a2b__fid=30.0, b2a__fid=40.0, a2b__cycle_psnr=30.0), entry("no_value", a2b__cycle_psnr=10.0),
-            entry("best", a2b__fid=10.0, b2a__fid=12.0, a2b__cycle_psnr=25.0)]  # fmt: skip
+    runs = [
+        entry("mid", a2b__fid=20.0, b2a__fid=20.0, a2b__cycle_psnr=20.0),
+        entry("broken", error="no .ckpt"),
+        entry("worst", a2b__fid=30.0, b2a__fid=40.0, a2b__cycle_psnr=30.0),
+        entry("no_value", a2b__cycle_psnr=10.0),
+        entry("best", a2b__fid=10.0, b2a__fid=12.0, a2b__cycle_psnr=25.0),
+    ]
     ranked, key = rank(runs)  # auto: FID (mean of the directions), lower is better
     assert key == "fid" and names(ranked) == ["best", "mid", "worst", "no_value", "broken"]
     ranked, key = rank(runs, "a2b/cycle_psnr")  # higher is better
     assert names(ranked) == ["worst", "best", "mid", "no_value", "broken"]
-    with_swd = [entry("a", **{"val__swd@best": 3.0, "a2b__fid": 1.0}), entry("b", **{"val__swd@best": 2.0, "a2b__fid": 9.0})]
+    with_swd = [
+        entry("a", **{"val__swd@best": 3.0, "a2b__fid": 1.0}),
+        entry("b", **{"val__swd@best": 2.0, "a2b__fid": 9.0}),
+    ]
     ranked, key = rank(with_swd)  # the training-time quality metric comes first when logged; lower is better
     assert key == "val/swd@best" and names(ranked) == ["b", "a"]
 
@@ -66,7 +79,8 @@ def test_best_checkpoint_is_the_recorded_one_and_epochs_are_1_based(tmp_path):
     assert pick_checkpoint(new, "best").name == "best.ckpt"
     (new / "csv").mkdir()
     (new / "csv" / "metrics.csv").write_text(  # Lightning's CSV: 0-based epochs, validation rows apart
-        "epoch,step,train/lr,val/swd\n0,1,0.1,\n0,1,,9.0\n1,3,,4.0\n2,5,,3.0\n3,7,,5.0\n4,9,,6.0\n")
+        "epoch,step,train/lr,val/swd\n0,1,0.1,\n0,1,,9.0\n1,3,,4.0\n2,5,,3.0\n3,7,,5.0\n4,9,,6.0\n"
+    )
     assert training_metrics(new) == {"best_epoch": 3, "val/swd@best": 3.0, "last_epoch": 5, "val/swd@last": 6.0}
 
 
@@ -74,7 +88,10 @@ def test_leaderboard_ranks_two_real_runs(tiny_runs, tmp_path):
     root, runs = tiny_runs
     sweep = runs[0].parent
     assert find_runs([sweep]) == runs
-    assert run_test_folders(runs[0])["test_a"] == f"{root}/testA" and run_test_folders(runs[0])["test_b"] == f"{root}/testB"
+    assert (
+        run_test_folders(runs[0])["test_a"] == f"{root}/testA"
+        and run_test_folders(runs[0])["test_b"] == f"{root}/testB"
+    )
     assert pick_checkpoint(runs[0], "last").name == "last.ckpt" and pick_checkpoint(runs[0], "best").name != "last.ckpt"
 
     broken = tmp_path / "broken"
@@ -102,8 +119,15 @@ def test_leaderboard_by_cycle_psnr_without_fid(tiny_runs, tmp_path):
     root, runs = tiny_runs
     for i, run in enumerate(runs):  # run folders given one by one, each keeping only last.ckpt
         shutil.copytree(run, tmp_path / f"r{i}", ignore=shutil.ignore_patterns("best*", "samples", "csv"))
-    entries, key = build_leaderboard([tmp_path / "r0", tmp_path / "r1"], factory, None, checkpoint="best",
-                                     data_root=str(root), max_images=2, progress=False)  # fmt: skip
+    entries, key = build_leaderboard(
+        [tmp_path / "r0", tmp_path / "r1"],
+        factory,
+        None,
+        checkpoint="best",
+        data_root=str(root),
+        max_images=2,
+        progress=False,
+    )
     assert key == "cycle_psnr" and all(e.checkpoint.name == "last.ckpt" for e in entries)
     values = [(e.metrics["a2b/cycle_psnr"] + e.metrics["b2a/cycle_psnr"]) / 2 for e in entries]
     assert values == sorted(values, reverse=True)  # higher PSNR first

@@ -14,7 +14,9 @@ def test_gan_losses_match_their_definitions():
     pred = torch.randn(2, 1, 5, 5)
     assert torch.allclose(GANLoss("lsgan")(pred, True), ((pred - 1) ** 2).mean())
     assert torch.allclose(GANLoss("lsgan")(pred, False), (pred**2).mean())
-    assert torch.allclose(GANLoss("vanilla")(pred, True), F.binary_cross_entropy(torch.sigmoid(pred), torch.ones_like(pred)), atol=1e-6)
+    assert torch.allclose(
+        GANLoss("vanilla")(pred, True), F.binary_cross_entropy(torch.sigmoid(pred), torch.ones_like(pred)), atol=1e-6
+    )
     assert torch.allclose(GANLoss("wgangp")(pred, True), -pred.mean())
     assert torch.allclose(GANLoss("wgangp")(pred, False), pred.mean())
 
@@ -69,7 +71,6 @@ def test_pool_state_is_loadable_with_weights_only(tmp_path):
     torch.testing.assert_close(restored.query(batch.clone()), pool.query(batch.clone()), atol=0, rtol=0)
 
 
-
 def test_wgangp_trains_under_bf16_mixed_precision(train_cfg):
     """WGAN-GP's double backward under bf16 autocast (trainer=bf16 on a CPU): it runs, and every logged
     loss, the gradient penalties included, is finite."""
@@ -78,8 +79,9 @@ def test_wgangp_trains_under_bf16_mixed_precision(train_cfg):
 
     from cyclegan_lightning.training import run_training
 
-    cfg = train_cfg("model.gan_mode=wgangp", "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
-                    "trainer.log_every_n_steps=1")  # fmt: skip
+    cfg = train_cfg(
+        "model.gan_mode=wgangp", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"
+    )
     run_training(cfg)
     rows = list(csv.DictReader((Path(cfg.paths.output_dir) / "csv" / "metrics.csv").open()))
     gp = [float(r["train/d/gp_a"]) for r in rows if r.get("train/d/gp_a")]

@@ -21,14 +21,21 @@ from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator, set_acti
 
 DISC = {"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 4, "n_layers": 2}
 RESNET = {"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 2, "use_dropout": True}
-UNET = {"_target_": "cyclegan_lightning.networks.UnetGenerator", "num_downs": 5, "ngf": 4, "use_dropout": True,
-        "norm": "batch"}  # fmt: skip
+UNET = {
+    "_target_": "cyclegan_lightning.networks.UnetGenerator",
+    "num_downs": 5,
+    "ngf": 4,
+    "use_dropout": True,
+    "norm": "batch",
+}
 
 
 def batches(n: int, batch_size: int, side: int = 32) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    data = [{"a": torch.rand(3, side, side, generator=g) * 2 - 1, "b": torch.rand(3, side, side, generator=g) * 2 - 1}
-            for _ in range(n)]  # fmt: skip
+    data = [
+        {"a": torch.rand(3, side, side, generator=g) * 2 - 1, "b": torch.rand(3, side, side, generator=g) * 2 - 1}
+        for _ in range(n)
+    ]
     return DataLoader(data, batch_size=batch_size)
 
 
@@ -36,9 +43,15 @@ def train(model: CycleGAN, n: int, batch_size: int, callbacks=(), plugins=None) 
     """Fit one epoch of ``n`` images from a fixed seed (dropout masks and the pools' draws repeat run to run)."""
     L.seed_everything(0, verbose=False)
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=list(callbacks), plugins=plugins,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        plugins=plugins,
+    )
     trainer.fit(model, train_dataloaders=batches(n, batch_size))
     return trainer
 
@@ -83,8 +96,9 @@ def saved_bytes(net: torch.nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-@pytest.mark.parametrize("net", [ResnetGenerator(ngf=8, n_blocks=9), UnetGenerator(num_downs=6, ngf=8)],
-                         ids=["resnet9", "unet"])  # fmt: skip
+@pytest.mark.parametrize(
+    "net", [ResnetGenerator(ngf=8, n_blocks=9), UnetGenerator(num_downs=6, ngf=8)], ids=["resnet9", "unet"]
+)
 def test_checkpointing_stores_fewer_activations_and_keeps_keys(net):
     x = torch.randn(1, 3, 64, 64)
     keys = list(net.state_dict())
@@ -185,11 +199,19 @@ def test_ddp_accumulation_syncs_only_on_stepping_batches(tmp_path: Path):
     second, and both ranks end with the same weights (``train.py trainer=ddp_cpu`` in a subprocess, pitfall 6)."""
     data = make_dataset(tmp_path / "data", n_train=4)
     train_py(
-        ["trainer=ddp_cpu", *TINY, f"data.root={data}", "trainer.max_epochs=1", "data.batch_size=1",
-         "model.accumulate_grad_batches=2", f"hydra.run.dir={tmp_path / 'run'}",
-         "+callbacks.probe._target_=probes.SyncProbe", f"+callbacks.probe.out_dir={tmp_path / 'probe'}"],
+        [
+            "trainer=ddp_cpu",
+            *TINY,
+            f"data.root={data}",
+            "trainer.max_epochs=1",
+            "data.batch_size=1",
+            "model.accumulate_grad_batches=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "+callbacks.probe._target_=probes.SyncProbe",
+            f"+callbacks.probe.out_dir={tmp_path / 'probe'}",
+        ],
         root=tmp_path,
-    )  # fmt: skip
+    )
     ranks = [json.loads((tmp_path / "probe" / f"sync{r}.json").read_text()) for r in (0, 1)]
     assert [r["per_batch"] for r in ranks] == [[0, 2], [0, 2]]
     assert [r["global_step"] for r in ranks] == [2, 2]

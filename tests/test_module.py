@@ -24,15 +24,23 @@ def tiny_model(**kwargs) -> CycleGAN:
 
 def batches(n: int = 1, side: int = 16, batch_size: int = 1) -> DataLoader:
     g = torch.Generator().manual_seed(0)
-    data = [{"a": torch.rand(3, side, side, generator=g) * 2 - 1, "b": torch.rand(3, side, side, generator=g) * 2 - 1} for _ in range(n)]
+    data = [
+        {"a": torch.rand(3, side, side, generator=g) * 2 - 1, "b": torch.rand(3, side, side, generator=g) * 2 - 1}
+        for _ in range(n)
+    ]
     return DataLoader(data, batch_size=batch_size)
 
 
 def fit(model: CycleGAN, epochs: int = 1, n_batches: int = 1, callbacks=()) -> L.Trainer:
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
     trainer.fit(model, train_dataloaders=batches(n_batches))
     return trainer
 

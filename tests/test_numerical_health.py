@@ -99,9 +99,15 @@ def test_poisoned_weights_are_never_written_over_a_good_checkpoint(train_cfg, tm
     model = hydra.utils.instantiate(cfg.model)
     dm = hydra.utils.instantiate(cfg.data)
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=dm)
     good = tmp_path / "good.ckpt"
     trainer.save_checkpoint(good)

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import reference_cut as ref
 import torch
 
 from cyclegan_lightning.losses import PatchNCELoss
 from cyclegan_lightning.networks import PatchSampleF, ResnetGenerator
-import reference_cut as ref
 
 CUT_LAYERS = [0, 4, 8, 12, 16]  # the official nce_layers
 

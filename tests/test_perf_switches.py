@@ -75,9 +75,13 @@ def test_fit_with_levers_saves_reference_keys(train_cfg, tmp_path):
     from cyclegan_lightning.training import run_training
 
     cfg = train_cfg(
-        "model.channels_last=true", "model.adam_impl=fused", "trainer.precision=bf16-mixed",
-        "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
-    )  # fmt: skip
+        "model.channels_last=true",
+        "model.adam_impl=fused",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=2",
+        "++trainer.limit_val_batches=1",
+    )
     run_training(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert "gen_a2b.model.1.weight" in ckpt["state_dict"]

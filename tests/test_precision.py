@@ -48,10 +48,16 @@ def test_fp16_with_grad_scaler_clips_unscaled_gradients(train_cfg):
     cfg = train_cfg(*PROBE)
     with open_dict(cfg):
         cfg.trainer.precision = None
-        cfg.trainer.plugins.append(OmegaConf.create({
-            "_target_": "lightning.pytorch.plugins.MixedPrecision", "precision": "16-mixed", "device": "cpu",
-            "scaler": {"_target_": "torch.amp.GradScaler", "device": "cpu", "init_scale": 1024.0},
-        }))  # fmt: skip
+        cfg.trainer.plugins.append(
+            OmegaConf.create(
+                {
+                    "_target_": "lightning.pytorch.plugins.MixedPrecision",
+                    "precision": "16-mixed",
+                    "device": "cpu",
+                    "scaler": {"_target_": "torch.amp.GradScaler", "device": "cpu", "init_scale": 1024.0},
+                }
+            )
+        )
     run_training(cfg)
     probe = GradProbe.last
     assert torch.float16 in probe.output_dtypes

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONF_DIR, ROOT, write_images
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from conftest import CONF_DIR, ROOT, write_images
 from cyclegan_lightning.data.images import ImageLoadError
 from cyclegan_lightning.errors import ConfigError, CycleGANError
 
@@ -35,8 +35,10 @@ def predict_cfg(ckpt: Path, inputs, output_dir: Path, *overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         inp = f"[{','.join(map(str, inputs))}]" if isinstance(inputs, list) else str(inputs)
-        cfg = compose("predict", overrides=[f"ckpt_path={ckpt}", f"input={inp}", f"output_dir={output_dir}",
-                                            "progress=false", *overrides])  # fmt: skip
+        cfg = compose(
+            "predict",
+            overrides=[f"ckpt_path={ckpt}", f"input={inp}", f"output_dir={output_dir}", "progress=false", *overrides],
+        )
     GlobalHydra.instance().clear()
     return cfg
 
@@ -118,9 +120,30 @@ def test_bad_images_skipped_or_fatal(ckpt, tmp_path):
 @pytest.mark.slow
 def test_cli_exit_codes(ckpt, photos, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}", f"input={photos}",
-                         f"output_dir={tmp_path / 'o'}", "progress=false"], capture_output=True, text=True, env=env)  # fmt: skip
+    ok = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt_path={ckpt}",
+            f"input={photos}",
+            f"output_dir={tmp_path / 'o'}",
+            "progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert ok.returncode == 0 and "4 images translated" in ok.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "predict.py"), f"ckpt_path={photos / 'img_000.png'}",
-                          f"input={photos}", f"output_dir={tmp_path / 'o2'}"], capture_output=True, text=True, env=env)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt_path={photos / 'img_000.png'}",
+            f"input={photos}",
+            f"output_dir={tmp_path / 'o2'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and "not a PyTorch file" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr

@@ -111,12 +111,21 @@ def test_a_run_that_learns_improves_the_metric(tmp_path):
     model = CycleGAN(
         generator={"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 8, "n_blocks": 1},
         discriminator={"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 8, "n_layers": 2},
-        lr=1e-3, n_epochs=3, n_epochs_decay=0,
-    )  # fmt: skip
+        lr=1e-3,
+        n_epochs=3,
+        n_epochs_decay=0,
+    )
     before = validate(model, a_test, b_test)["val/swd"]
     train = DataLoader([{"a": x, "b": y} for x, y in zip(a_train, b_train)], batch_size=2, shuffle=True)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, train_dataloaders=train)
     after = validate(model, a_test, b_test)["val/swd"]
     assert after < 0.7 * before, (before, after)

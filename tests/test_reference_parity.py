@@ -10,9 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import reference_networks as ref
 import torch
 
-import reference_networks as ref
 from cyclegan_lightning.inference.checkpoints import load_generators
 from cyclegan_lightning.networks import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
 from cyclegan_lightning.schedulers import build_scheduler
@@ -60,7 +60,10 @@ def test_reference_unet_file_loads_and_matches_the_reference(tmp_path: Path, nor
 @pytest.mark.parametrize("norm", NORMS)
 def test_discriminators_have_the_reference_layout_and_output(norm: str):
     for ours, theirs in (
-        (NLayerDiscriminator(3, ndf=4, n_layers=3, norm=norm), ref.NLayerDiscriminator(3, 4, 3, ref.get_norm_layer(norm))),
+        (
+            NLayerDiscriminator(3, ndf=4, n_layers=3, norm=norm),
+            ref.NLayerDiscriminator(3, 4, 3, ref.get_norm_layer(norm)),
+        ),
         (PixelDiscriminator(3, ndf=4, norm=norm), ref.PixelDiscriminator(3, 4, ref.get_norm_layer(norm))),
     ):
         theirs = randomised(theirs, 3)

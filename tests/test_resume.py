@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from conftest import TINY, compose_train_cfg, make_dataset
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from probes import ROOT
 
 from cyclegan_lightning import resume
@@ -65,8 +65,13 @@ def test_resume_at_epoch_end_with_workers_is_bitwise_exact(straight, tmp_path: P
     """2 epochs straight == 1 epoch, then resume for the 2nd, both with 2 persistent workers (fresh ones on resume)."""
     data, reference = straight
     _run(tmp_path / "first", data, "trainer.max_epochs=1", *WORKERS)
-    resumed = _run(tmp_path / "second", data, "trainer.max_epochs=2", *WORKERS,
-                   f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}")  # fmt: skip
+    resumed = _run(
+        tmp_path / "second",
+        data,
+        "trainer.max_epochs=2",
+        *WORKERS,
+        f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}",
+    )
     _assert_same_training_state(reference, resumed)
     assert resumed["epoch"] == 2 - 1 and resumed["global_step"] == 2 * 2 * 2  # epochs x batches x optimizers
 
@@ -77,8 +82,11 @@ def test_sigterm_then_resume_on_other_worker_count_is_bitwise_exact(straight, tm
     end-of-epoch hooks (LR step, validation); resumed with 0 workers, the run continues with the next batch, none
     re-run or skipped, and ends where the uninterrupted run ends."""
     data, reference = straight
-    sigterm = ["+callbacks.sigterm._target_=probes.SigtermAfter", f"+callbacks.sigterm.epoch={epoch}",
-               f"+callbacks.sigterm.batch={batch}"]  # fmt: skip
+    sigterm = [
+        "+callbacks.sigterm._target_=probes.SigtermAfter",
+        f"+callbacks.sigterm.epoch={epoch}",
+        f"+callbacks.sigterm.batch={batch}",
+    ]
     with pytest.raises(SIGTERMException):
         _run(tmp_path / "first", data, "trainer.max_epochs=2", *WORKERS, *sigterm)
     ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
@@ -134,9 +142,15 @@ def _start(args: list[str], root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root), "OMP_NUM_THREADS": "1"}
     env.pop(resume.RESOLVED_ENV, None)
     log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group: signals reach its workers too  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group: signals reach its workers too
 
 
 def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -152,13 +166,28 @@ def test_sigterm_to_the_job_saves_then_sigkill_mid_epoch_then_auto_resume_finish
     checkpoint and a clean exit. Resume, SIGKILL mid-epoch 2. ``ckpt_path=auto`` finishes."""
     data = make_dataset(tmp_path / "data")
     runs = tmp_path / "outputs" / "demo" / "runs"  # experiment=demo (the default) names runs "demo"
-    common = [*TINY, "logger=csv", f"data.root={data}", "trainer.max_epochs=2", "ckpt_path=auto", *WORKERS,
-              "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.5"]  # fmt: skip
+    common = [
+        *TINY,
+        "logger=csv",
+        f"data.root={data}",
+        "trainer.max_epochs=2",
+        "ckpt_path=auto",
+        *WORKERS,
+        "+callbacks.slow._target_=probes.SlowBatches",
+        "+callbacks.slow.seconds=0.5",
+    ]
 
     def launch(name: str, after_batches: int) -> tuple[subprocess.Popen, Path]:
         marker = tmp_path / f"{name}.marker"
-        proc = _start([*common, f"hydra.run.dir={runs / name}", f"+callbacks.slow.marker={marker}",
-                       f"+callbacks.slow.after_batches={after_batches}"], tmp_path)  # fmt: skip
+        proc = _start(
+            [
+                *common,
+                f"hydra.run.dir={runs / name}",
+                f"+callbacks.slow.marker={marker}",
+                f"+callbacks.slow.after_batches={after_batches}",
+            ],
+            tmp_path,
+        )
         _wait_for(marker, proc)
         return proc, runs / name / "checkpoints" / "last.ckpt"
 
@@ -187,8 +216,16 @@ def test_sigkill_at_random_points_five_times_then_auto_resume_finishes(tmp_path:
     data = make_dataset(tmp_path / "data")
     runs = tmp_path / "outputs" / "demo" / "runs"
     epochs = 4
-    common = [*TINY, "logger=csv", f"data.root={data}", f"trainer.max_epochs={epochs}", "ckpt_path=auto", *WORKERS,
-              "+callbacks.slow._target_=probes.SlowBatches", "+callbacks.slow.seconds=0.3"]  # fmt: skip
+    common = [
+        *TINY,
+        "logger=csv",
+        f"data.root={data}",
+        f"trainer.max_epochs={epochs}",
+        "ckpt_path=auto",
+        *WORKERS,
+        "+callbacks.slow._target_=probes.SlowBatches",
+        "+callbacks.slow.seconds=0.3",
+    ]
     rng = random.Random(0)
     for i in range(5):
         marker = tmp_path / f"kill{i}.marker"

@@ -39,8 +39,15 @@ def test_best_ckpt_is_the_lowest_swd_epoch_overwritten_in_place(tmp_path: Path):
     checkpoint = hydra.utils.instantiate(cfg.callbacks.model_checkpoint)
     last = hydra.utils.instantiate(cfg.callbacks.last_checkpoint)
     data = torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=len(SWD), logger=False, callbacks=[checkpoint, last],
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=len(SWD),
+        logger=False,
+        callbacks=[checkpoint, last],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(ScriptedMetrics(), train_dataloaders=data, val_dataloaders=data)
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no best-v1.ckpt

@@ -14,8 +14,13 @@ from photos import write_photo_dataset
 from probes import train_py
 from wandb_files import offline_runs
 
-FAST = [*TINY, "trainer.max_epochs=1", "++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1",
-        "++trainer.num_sanity_val_steps=0"]  # fmt: skip
+FAST = [
+    *TINY,
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=1",
+    "++trainer.limit_val_batches=1",
+    "++trainer.num_sanity_val_steps=0",
+]
 
 
 def test_grid_sweep_gives_each_job_its_own_folder_and_logger_runs(tmp_path: Path):
@@ -23,8 +28,9 @@ def test_grid_sweep_gives_each_job_its_own_folder_and_logger_runs(tmp_path: Path
     sweep = tmp_path / "sweep"
     train_py(
         ["-m", "model.lambda_cycle=5,10", "logger=[csv,wandb]", *FAST, f"data.root={data}", f"hydra.sweep.dir={sweep}"],
-        root=tmp_path, env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""},
-    )  # fmt: skip
+        root=tmp_path,
+        env={"WANDB_MODE": "offline", "WANDB_API_KEY": ""},
+    )
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     run_ids = set()
     for job, lam in (("0", 5), ("1", 10)):
@@ -47,19 +53,31 @@ def test_optuna_study_survives_a_failed_trial(tmp_path: Path):
     data = make_dataset(tmp_path / "data")
     sweep = tmp_path / "study"
     result = train_py(
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3",
-         "logger=csv", *FAST, f"data.root={data}", f"hydra.sweep.dir={sweep}",
-         "+callbacks.fail._target_=probes.FailOnJob", "+callbacks.fail.job_num=0"],
+        [
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=3",
+            "logger=csv",
+            *FAST,
+            f"data.root={data}",
+            f"hydra.sweep.dir={sweep}",
+            "+callbacks.fail._target_=probes.FailOnJob",
+            "+callbacks.fail.job_num=0",
+        ],
         root=tmp_path,
-    )  # fmt: skip
+    )
     assert "job 0 fails on purpose" in result.stdout + result.stderr
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best_job = [j for j in ("1", "2") if last_logged(sweep / j)["val/swd"] == pytest.approx(results["best_value"])]
     assert best_job  # the objective is a trial's val/swd
     assert set(results["best_params"]) == {  # model.discriminator.ndf is searched too, but TINY fixes it
-        "model.lambda_cycle", "model.lambda_identity", "model.lr",
-        "model.gan_mode", "model.discriminator.n_layers", "model.pool_size",
-    }  # fmt: skip
+        "model.lambda_cycle",
+        "model.lambda_identity",
+        "model.lr",
+        "model.gan_mode",
+        "model.discriminator.n_layers",
+        "model.pool_size",
+    }
     assert (sweep / "2" / "checkpoints" / "last.ckpt").is_file()  # trials after the failure ran
 
 
@@ -80,12 +98,22 @@ def test_study_picks_the_translating_trial_not_the_identity_like_one(tmp_path: P
     data = write_photo_dataset(tmp_path / "data")
     sweep = tmp_path / "study"
     train_py(
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-         "logger=csv", *TINY, "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
-         "++trainer.num_sanity_val_steps=0", f"data.root={data}", f"hydra.sweep.dir={sweep}",
-         "+callbacks.standin._target_=probes.StandInGenerators", "+callbacks.standin.identity_job=1"],
+        [
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            "logger=csv",
+            *TINY,
+            "trainer.max_epochs=1",
+            "++trainer.limit_train_batches=1",
+            "++trainer.num_sanity_val_steps=0",
+            f"data.root={data}",
+            f"hydra.sweep.dir={sweep}",
+            "+callbacks.standin._target_=probes.StandInGenerators",
+            "+callbacks.standin.identity_job=1",
+        ],
         root=tmp_path,
-    )  # fmt: skip
+    )
     translating, identity = last_logged(sweep / "0"), last_logged(sweep / "1")
     assert identity["val/cycle"] < translating["val/cycle"]  # the trap: val/cycle prefers the identity
     assert translating["val/swd"] < identity["val/swd"]

@@ -23,9 +23,10 @@ TILED_MEAN_ERR = 0.002
 
 def make_translator(norm="instance", in_ch=3, out_ch=3, **kwargs) -> Translator:
     torch.manual_seed(0)
-    nets = {d: init_weights(ResnetGenerator(in_ch, out_ch, ngf=8, n_blocks=2, norm=norm)).eval() for d in ("a2b", "b2a")}
-    return Translator(LoadedGenerators(nets, {"a": in_ch, "b": out_ch}, "test", Path("x.pth")),
-                      device="cpu", **kwargs)  # fmt: skip
+    nets = {
+        d: init_weights(ResnetGenerator(in_ch, out_ch, ngf=8, n_blocks=2, norm=norm)).eval() for d in ("a2b", "b2a")
+    }
+    return Translator(LoadedGenerators(nets, {"a": in_ch, "b": out_ch}, "test", Path("x.pth")), device="cpu", **kwargs)
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:

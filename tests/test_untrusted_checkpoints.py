@@ -60,7 +60,9 @@ def test_the_payload_is_real(trained, tmp_path):
 def test_load_from_checkpoint_refuses_payload_without_running_it(trained, tmp_path, monkeypatch, legacy):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # a user environment that flips torch's default
     path, marker = _poisoned_copy(trained, tmp_path, legacy)
-    with pytest.raises(CheckpointError, match=r"evil.*refused.*pickled Python objects \(GLOBAL .*exec\).*Nothing from it was executed"):
+    with pytest.raises(
+        CheckpointError, match=r"evil.*refused.*pickled Python objects \(GLOBAL .*exec\).*Nothing from it was executed"
+    ):
         CycleGAN.load_from_checkpoint(path, map_location="cpu")
     with pytest.raises(CheckpointError, match="weights_only=True only"):
         CycleGAN.load_from_checkpoint(path, map_location="cpu", weights_only=False)
@@ -115,10 +117,20 @@ def test_predict_script_refuses_payload(trained, tmp_path):
     write_images(inputs, 1)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "predict.py"), f"ckpt_path={path}", f"input={inputs}", f"output_dir={tmp_path / 'out'}",
-         "translator.device=cpu"],
-        capture_output=True, text=True, timeout=120, cwd=root, env=os.environ | {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "predict.py"),
+            f"ckpt_path={path}",
+            f"input={inputs}",
+            f"output_dir={tmp_path / 'out'}",
+            "translator.device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env=os.environ | {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    )
     assert proc.returncode != 0 and "pickled Python objects" in proc.stdout + proc.stderr
     assert not marker.exists()
 
@@ -128,8 +140,10 @@ def test_newer_format_is_refused_with_upgrade_hint(trained, tmp_path, train_cfg)
     ckpt["cyclegan_lightning"]["format"] = module_mod.CHECKPOINT_FORMAT + 1
     path = tmp_path / "future.ckpt"
     torch.save(ckpt, path)
-    for load in (lambda: CycleGAN.load_from_checkpoint(path, map_location="cpu"),
-                 lambda: run_training(train_cfg("trainer.max_epochs=2", f"ckpt_path={path}"))):
+    for load in (
+        lambda: CycleGAN.load_from_checkpoint(path, map_location="cpu"),
+        lambda: run_training(train_cfg("trainer.max_epochs=2", f"ckpt_path={path}")),
+    ):
         with pytest.raises(CheckpointError, match=r"format 2, newer than this cyclegan-lightning reads.*Upgrade"):
             load()
 
@@ -144,13 +158,19 @@ def test_not_our_checkpoint_is_refused(trained, tmp_path):
 
 def test_other_architecture_is_refused_naming_what_differs(trained, tmp_path, train_cfg):
     # the tiny run is resnet_6blocks with n_blocks=1, ngf=8: resume it with ngf=16
-    with pytest.raises(CheckpointError, match=r"(?s)different architecture.*of another shape.*checkpoint: .*ngf=8.*this model: .*ngf=16"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)different architecture.*of another shape.*checkpoint: .*ngf=8.*this model: .*ngf=16",
+    ):
         run_training(train_cfg("trainer.max_epochs=2", f"ckpt_path={trained}", "model.generator.ngf=16"))
     with pytest.raises(CheckpointError, match=r"different architecture.*missing"):
         run_training(train_cfg("trainer.max_epochs=2", f"ckpt_path={trained}", "model.generator.n_blocks=2"))
     with pytest.raises(CheckpointError, match="different architecture"):  # hyperparameters overridden at load
-        CycleGAN.load_from_checkpoint(trained, map_location="cpu", generator={
-            "_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1})
+        CycleGAN.load_from_checkpoint(
+            trained,
+            map_location="cpu",
+            generator={"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1},
+        )
 
 
 def test_truncated_and_empty_checkpoints(trained, tmp_path):

@@ -55,8 +55,12 @@ def test_offline_run_logs_losses_lrs_metrics_grids_config_and_resumes_same_run(t
 
 
 def test_failed_run_is_marked_failed(train_cfg):
-    cfg = train_cfg("logger=wandb", "trainer.max_epochs=1", "+callbacks.boom._target_=probes.FailOnJob",
-                    "+callbacks.boom.job_num=null")  # fmt: skip
+    cfg = train_cfg(
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "+callbacks.boom._target_=probes.FailOnJob",
+        "+callbacks.boom.job_num=null",
+    )
     with pytest.raises(RuntimeError, match="fails on purpose"):
         run_training(cfg)
     assert wandb.run is None

@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import signal
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from cyclegan_lightning.data.datasets import BAD_IMAGE_POLICIES, SeededSampler, SingleDomainDataset, UnpairedImageDataset
+from cyclegan_lightning.data.datasets import (
+    BAD_IMAGE_POLICIES,
+    SeededSampler,
+    SingleDomainDataset,
+    UnpairedImageDataset,
+)
 from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, find_images, image_size
 from cyclegan_lightning.data.transforms import build_transform
 from cyclegan_lightning.errors import DataError
@@ -173,13 +179,20 @@ class UnpairedDataModule(LightningDataModule):
         for model_domain, folder_domain in (("a", src), ("b", dst)):
             name = f"train{folder_domain.upper()}"
             files[model_domain] = self._check(self._list(self._folders("train", folder_domain), name, True), name)
+
         def transform(domain: str, train: bool):
             return build_transform(hp.preprocess, hp.load_size, hp.crop_size, hp.flip, self.channels[domain], train)
 
         self.train_set = UnpairedImageDataset(
-            files["a"], files["b"], transform("a", True), transform("b", True),
-            self.channels["a"], self.channels["b"], hp.serial_batches, hp.on_bad_image,
-        )  # fmt: skip
+            files["a"],
+            files["b"],
+            transform("a", True),
+            transform("b", True),
+            self.channels["a"],
+            self.channels["b"],
+            hp.serial_batches,
+            hp.on_bad_image,
+        )
         for model_domain, folder_domain in (("a", src), ("b", dst)):
             name = f"test{folder_domain.upper()}"
             val_files = self._list(self._folders("test", folder_domain), name, False)
@@ -193,8 +206,12 @@ class UnpairedDataModule(LightningDataModule):
             )
         log.info(
             "data: %d A / %d B training images (%d per epoch), %d A / %d B validation images",
-            len(files["a"]), len(files["b"]), len(self.train_set), len(self.val_sets["a"]), len(self.val_sets["b"]),
-        )  # fmt: skip
+            len(files["a"]),
+            len(files["b"]),
+            len(self.train_set),
+            len(self.val_sets["a"]),
+            len(self.val_sets["b"]),
+        )
 
     def _loader(self, dataset, sampler=None) -> DataLoader:
         workers = self.hparams.num_workers
@@ -220,8 +237,14 @@ class UnpairedDataModule(LightningDataModule):
             if self.trainer is not None:
                 self.seed = self.trainer.strategy.broadcast(self.seed)
         world_size, rank = self._world()
-        sampler = SeededSampler(self.train_set, self.seed, shuffle=not self.hparams.serial_batches,
-                                num_replicas=world_size, rank=rank, resume=self._resume)  # fmt: skip
+        sampler = SeededSampler(
+            self.train_set,
+            self.seed,
+            shuffle=not self.hparams.serial_batches,
+            num_replicas=world_size,
+            rank=rank,
+            resume=self._resume,
+        )
         return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -7,8 +7,8 @@ import contextlib
 import hashlib
 import logging
 import struct
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -82,8 +82,15 @@ class SeededSampler(DistributedSampler):
     trained on, so a run resumed mid-epoch continues at the next batch.
     """
 
-    def __init__(self, dataset: Dataset, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
-                 resume: tuple[int, int] = (0, 0)):  # fmt: skip
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        resume: tuple[int, int] = (0, 0),
+    ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.resume_epoch, self.resume_done = resume
         self.epoch = self.resume_epoch  # Lightning may iterate a resumed run's loader before calling set_epoch

@@ -35,8 +35,10 @@ SHADOW_TINT = np.array([0.10, 0.02, 0.25], dtype=np.float32)  # added where the 
 LIGHT_TINT = np.array([0.25, 0.05, 0.00], dtype=np.float32)  # added where the luma is 1: warm highlights
 # y = MIX @ x + SHADOW_TINT is affine in x (the tints blend linearly in luma); it maps [0, 1]^3 into
 # [0.02, 0.85]^3, so nothing is clipped and MIX (singular values 0.69, 0.54, 0.49) inverts exactly.
-MIX = (GAIN * (SATURATION * np.eye(3) + (1 - SATURATION) * np.outer(np.ones(3), LUMA))
-       + np.outer(LIGHT_TINT - SHADOW_TINT, LUMA)).astype(np.float32)  # fmt: skip
+MIX = (
+    GAIN * (SATURATION * np.eye(3) + (1 - SATURATION) * np.outer(np.ones(3), LUMA))
+    + np.outer(LIGHT_TINT - SHADOW_TINT, LUMA)
+).astype(np.float32)
 _TABLE = np.linspace(0.0, 1.0, 4097, dtype=np.float32)
 
 

@@ -4,13 +4,13 @@ leaderboard over runs."""
 from .callback import FIDCallback
 from .evaluate import evaluate, to_markdown, write_results
 from .metrics import (
-    FidKid,
     INCEPTION,
+    FidKid,
     InceptionFeatures,
     MissingPackageError,
     MissingWeightsError,
-    WeightsFile,
     RandomConvFeatures,
+    WeightsFile,
     build_feature_extractor,
     default_inception_path,
     download_weights,

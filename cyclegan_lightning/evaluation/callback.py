@@ -55,7 +55,8 @@ class FIDCallback(Callback):
             if self.every_n_epochs <= 0 or every % self.every_n_epochs:
                 raise ConfigError(
                     f"callbacks.model_checkpoint monitors {monitor}, logged every {self.every_n_epochs} epochs, but "
-                    f"checkpoints every {every}: set callbacks.model_checkpoint.every_n_epochs={max(self.every_n_epochs, 1)} "
+                    f"checkpoints every {every}: set "
+                    f"callbacks.model_checkpoint.every_n_epochs={max(self.every_n_epochs, 1)} "
                     f"(or callbacks.fid.every_n_epochs={every})"
                 )
 

@@ -79,8 +79,10 @@ def evaluate_direction(
                 raise DataError(f"paired folder {paired_root} has no image named like {path.relative_to(source_root)}")
             gt = load_image(gt_path, dst_ch).image
             if gt.shape != fake.shape:
-                raise DataError(f"ground truth {gt_path} is {tuple(gt.shape[1:])}, the translation of {path} "
-                                f"{tuple(fake.shape[1:])}: paired images must have equal sizes")  # fmt: skip
+                raise DataError(
+                    f"ground truth {gt_path} is {tuple(gt.shape[1:])}, the translation of {path} "
+                    f"{tuple(fake.shape[1:])}: paired images must have equal sizes"
+                )
             sums["paired_psnr"].append(psnr(fake, gt))
             sums["paired_ssim"].append(ssim(fake, gt))
     out: dict[str, float | int | None] = fidkid.compute() if fidkid is not None else {}
@@ -118,9 +120,16 @@ def evaluate(
             sources = _images(folders[src], f"test_{src}", max_images)
             targets = _images(folders[dst], f"test_{dst}", max_images) if extractor is not None else []
             metrics[d] = evaluate_direction(
-                translator, d, sources, Path(folders[src]), targets, extractor,
-                Path(paired[dst]) if paired[dst] else None, kid_subset_size, progress,
-            )  # fmt: skip
+                translator,
+                d,
+                sources,
+                Path(folders[src]),
+                targets,
+                extractor,
+                Path(paired[dst]) if paired[dst] else None,
+                kid_subset_size,
+                progress,
+            )
     return {
         "checkpoint": str(translator.loaded.path),
         "epoch": checkpoint_epoch(translator.loaded.path),

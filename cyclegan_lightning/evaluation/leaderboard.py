@@ -70,9 +70,18 @@ def build_leaderboard(
             entry.metrics = training_metrics(run, quality_metric)
             entry.checkpoint = pick_checkpoint(run, checkpoint)
             folders = data_folders(data_root) if data_root else run_test_folders(run)
-            result = evaluate(translator_factory(entry.checkpoint), folders["test_a"], folders["test_b"], "both",
-                              extractor, folders["paired_a"], folders["paired_b"], max_images=max_images,
-                              kid_subset_size=kid_subset_size, progress=progress)  # fmt: skip
+            result = evaluate(
+                translator_factory(entry.checkpoint),
+                folders["test_a"],
+                folders["test_b"],
+                "both",
+                extractor,
+                folders["paired_a"],
+                folders["paired_b"],
+                max_images=max_images,
+                kid_subset_size=kid_subset_size,
+                progress=progress,
+            )
             entry.metrics |= {f"{d}/{k}": v for d, vals in result["metrics"].items() for k, v in vals.items()}
         except CycleGANError as exc:
             entry.error = str(exc)
@@ -138,16 +147,18 @@ def to_markdown(entries: list[RunEntry], key: str, notes: list[str] | None = Non
     lines += notes or []
     if common:  # show what differs; what all runs share is listed once
         lines.append("Overrides common to all runs: " + " ".join(f"`{o}`" for o in entries[0].overrides if o in common))
-    lines += ["",
-             "| rank | run | overrides | " + " | ".join(cols) + " | checkpoint |",
-             "|---" * (len(cols) + 4) + "|"]  # fmt: skip
+    lines += ["", "| rank | run | overrides | " + " | ".join(cols) + " | checkpoint |", "|---" * (len(cols) + 4) + "|"]
     for i, e in enumerate(entries, 1):
         over = " ".join(f"`{o}`" for o in e.overrides if o not in common) or "(defaults)"
         if e.error:
-            lines.append(f"| - | {e.run_dir.name} | {over} | " + " | ".join("" for _ in cols) + f" | error: {e.error} |")
+            lines.append(
+                f"| - | {e.run_dir.name} | {over} | " + " | ".join("" for _ in cols) + f" | error: {e.error} |"
+            )
             continue
         ckpt = e.checkpoint.name if e.checkpoint else ""
-        lines.append(f"| {i} | {e.run_dir.name} | {over} | " + " | ".join(fmt(e.metrics.get(c)) for c in cols) + f" | {ckpt} |")
+        lines.append(
+            f"| {i} | {e.run_dir.name} | {over} | " + " | ".join(fmt(e.metrics.get(c)) for c in cols) + f" | {ckpt} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -157,14 +168,22 @@ def to_csv(entries: list[RunEntry], key: str) -> str:
     writer = csv.writer(buf)
     writer.writerow(["rank", "run_dir", "overrides", *cols, "checkpoint", "error"])
     for i, e in enumerate(entries, 1):
-        writer.writerow([
-            "" if e.error else i, str(e.run_dir), " ".join(e.overrides),
-            *[e.metrics.get(c, "") for c in cols], str(e.checkpoint or ""), e.error or "",
-        ])  # fmt: skip
+        writer.writerow(
+            [
+                "" if e.error else i,
+                str(e.run_dir),
+                " ".join(e.overrides),
+                *[e.metrics.get(c, "") for c in cols],
+                str(e.checkpoint or ""),
+                e.error or "",
+            ]
+        )
     return buf.getvalue()
 
 
-def write_leaderboard(entries: list[RunEntry], key: str, output_dir: str | Path, notes: list[str] | None = None) -> tuple[Path, Path]:
+def write_leaderboard(
+    entries: list[RunEntry], key: str, output_dir: str | Path, notes: list[str] | None = None
+) -> tuple[Path, Path]:
     output_dir = Path(output_dir)
     md, csv_path = output_dir / "leaderboard.md", output_dir / "leaderboard.csv"
     write_text_atomic(md, to_markdown(entries, key, notes))

@@ -74,8 +74,14 @@ def download_weights(source: WeightsFile, dest: Path, timeout: float = DOWNLOAD_
     """Stream ``source.url`` into ``dest`` through a temporary file, checking length and SHA-256 before the rename:
     a failed, truncated or altered download leaves nothing at ``dest`` and raises ``MissingWeightsError``."""
     dest = Path(dest)
-    log.info("downloading %s (%s, once) from %s to %s; fid.download=false or %s=1 stops this",
-             source.name, source.size, source.url, dest, OFFLINE_ENV)  # fmt: skip
+    log.info(
+        "downloading %s (%s, once) from %s to %s; fid.download=false or %s=1 stops this",
+        source.name,
+        source.size,
+        source.url,
+        dest,
+        OFFLINE_ENV,
+    )
     digest, got = hashlib.sha256(), 0
     try:
         with urllib.request.urlopen(source.url, timeout=timeout) as resp, atomic_open(dest, "wb") as f:
@@ -124,16 +130,23 @@ def resolve_inception_weights(
     target = Path(path).expanduser() if path else default_inception_path(source)
     if not target.is_file():
         if path or not download or offline():
-            why = "downloads are off (" + ("fid.download=false" if not download else f"{OFFLINE_ENV}=1") + "). " if not path else ""
+            why = (
+                "downloads are off (" + ("fid.download=false" if not download else f"{OFFLINE_ENV}=1") + "). "
+                if not path
+                else ""
+            )
             raise MissingWeightsError(f"no file {target}; {why}{_manual_fix(source, target, path)}")
         download_weights(source, target, timeout)
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- truncated copy, HTML error page, ...
-        raise MissingWeightsError(f"{target} cannot be read as a weights file ({type(exc).__name__}). "
-                                  f"{_manual_fix(source, target, path)}") from None  # fmt: skip
+        raise MissingWeightsError(
+            f"{target} cannot be read as a weights file ({type(exc).__name__}). {_manual_fix(source, target, path)}"
+        ) from None
     if not isinstance(state, dict) or "fc.weight" not in state:
-        raise MissingWeightsError(f"{target} is not the torch-fidelity Inception state_dict. {_manual_fix(source, target, path)}")
+        raise MissingWeightsError(
+            f"{target} is not the torch-fidelity Inception state_dict. {_manual_fix(source, target, path)}"
+        )
     return target
 
 
@@ -145,13 +158,17 @@ class InceptionFeatures(nn.Module):
     def __init__(self, weights_path: str | os.PathLike | None = None, download: bool = True):
         super().__init__()
         try:  # before a 92 MB download that could not be used
-            from torchmetrics.image.fid import NoTrainInceptionV3
             import torch_fidelity  # noqa: F401
+            from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError:
-            raise MissingPackageError("FID/KID with Inception need torch-fidelity: pip install 'cyclegan-lightning[fid]' "
-                              "(or set fid.enabled=false)") from None  # fmt: skip
+            raise MissingPackageError(
+                "FID/KID with Inception need torch-fidelity: pip install 'cyclegan-lightning[fid]' "
+                "(or set fid.enabled=false)"
+            ) from None
         path = resolve_inception_weights(weights_path, download)  # ours, so torchmetrics never downloads
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
@@ -182,7 +199,9 @@ class RandomConvFeatures(nn.Module):
         return torch.cat([f.mean((2, 3)), f.std((2, 3))], dim=1)
 
 
-def build_feature_extractor(features: str = "inception", inception_weights: str | None = None, download: bool = True) -> nn.Module:
+def build_feature_extractor(
+    features: str = "inception", inception_weights: str | None = None, download: bool = True
+) -> nn.Module:
     if features == "inception":
         return InceptionFeatures(inception_weights, download).eval()
     if features == "random":
@@ -217,7 +236,9 @@ class FidKid:
         self.fid = FrechetInceptionDistance(feature=extractor, normalize=True).to(device)
         with warnings.catch_warnings():  # KID keeps every feature vector (2048 floats per image): fine for test sets
             warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
-            self.kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=kid_subset_size).to(device)
+            self.kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=kid_subset_size).to(
+                device
+            )
         self.kid_subset_size = kid_subset_size
         self.device = device
         self.n = {"real": 0, "fake": 0}
@@ -248,4 +269,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     """SSIM (Gaussian 11x11 window; smaller for tiny images) of images in [0, 1]."""
     side = min(pred.shape[-2:])
     kernel = 11 if side >= 11 else max(3, side - (1 - side % 2))
-    return float(structural_similarity_index_measure(pred[None].float(), target[None].float(), data_range=1.0, kernel_size=kernel))
+    return float(
+        structural_similarity_index_measure(
+            pred[None].float(), target[None].float(), data_range=1.0, kernel_size=kernel
+        )
+    )

@@ -44,7 +44,7 @@ def _natural(path: Path) -> list:
 def run_of(path: str | Path) -> Path | None:
     """The run folder of a checkpoint file or of a folder given as a run (or its ``checkpoints/``), else None."""
     path = Path(path)
-    for cand in ([path, path.parent] if path.is_dir() else [path.parent.parent]):
+    for cand in [path, path.parent] if path.is_dir() else [path.parent.parent]:
         if (cand / "checkpoints").is_dir():
             return cand
     return None
@@ -113,7 +113,9 @@ def read_metric_by_epoch(run: Path, metric: str) -> dict[int, float]:
     return out
 
 
-def data_folders(root: str | Path | None, test_a=None, test_b=None, paired_a=None, paired_b=None) -> dict[str, str | None]:
+def data_folders(
+    root: str | Path | None, test_a=None, test_b=None, paired_a=None, paired_b=None
+) -> dict[str, str | None]:
     """``test_a``/``test_b`` (default ``root/testA``, ``root/testB``) and the ground truth of their translations:
     ``paired_b`` (B of each test A image, default ``root/truthB`` when it exists) and ``paired_a`` (``root/truthA``)."""
     r = Path(root) if root else None
@@ -147,9 +149,15 @@ def run_test_folders(run: Path) -> dict[str, str | None]:
     try:
         data = OmegaConf.to_container(cfg.data, resolve=True)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"run {run}: cannot resolve its data folders ({exc}); pass data_root=<folder with testA/ testB/>") from None
+        raise DataError(
+            f"run {run}: cannot resolve its data folders ({exc}); pass data_root=<folder with testA/ testB/>"
+        ) from None
     folders = data_folders(data.get("root"), data.get("test_a"), data.get("test_b"))
     if data.get("direction") == "BtoA":  # the run's A is the folder's B
-        folders = {"test_a": folders["test_b"], "test_b": folders["test_a"],
-                   "paired_a": folders["paired_b"], "paired_b": folders["paired_a"]}  # fmt: skip
+        folders = {
+            "test_a": folders["test_b"],
+            "test_b": folders["test_a"],
+            "paired_a": folders["paired_b"],
+            "paired_b": folders["paired_a"],
+        }
     return folders

@@ -100,8 +100,9 @@ def _quantiles(sorted_x: torch.Tensor, n: int) -> torch.Tensor:
     return sorted_x[lo] * (1 - t) + sorted_x[hi] * t
 
 
-def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, n_directions: int = N_DIRECTIONS,
-                       seed: int = SEED, channels: int = 3) -> torch.Tensor:  # fmt: skip
+def sliced_wasserstein(
+    real: torch.Tensor, fake: torch.Tensor, n_directions: int = N_DIRECTIONS, seed: int = SEED, channels: int = 3
+) -> torch.Tensor:
     """Sliced Wasserstein-1 distance between two (M, C * k * k) descriptor sets (M may differ), both normalised
     with the real set's per-channel mean and std."""
     real, fake = real.double(), fake.double()

@@ -3,4 +3,12 @@
 from .checkpoints import LoadedGenerators, load_generators
 from .translator import Translator, auto_device, build_translator, loaded_from_pil, to_pil
 
-__all__ = ["LoadedGenerators", "Translator", "auto_device", "build_translator", "load_generators", "loaded_from_pil", "to_pil"]
+__all__ = [
+    "LoadedGenerators",
+    "Translator",
+    "auto_device",
+    "build_translator",
+    "load_generators",
+    "loaded_from_pil",
+    "to_pil",
+]

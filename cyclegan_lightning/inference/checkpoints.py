@@ -49,9 +49,13 @@ class LoadedGenerators:
 def _read(path: Path) -> object:
     """torch.load with weights_only=True, turning every failure into a CheckpointError naming the file."""
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file. Give ckpt_path=<a .ckpt from train.py or a *_net_G*.pth>.")
+        raise CheckpointError(
+            f"checkpoint {path}: no such file. Give ckpt_path=<a .ckpt from train.py or a *_net_G*.pth>."
+        )
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder. Give a file: checkpoints/last.ckpt or latest_net_G_A.pth.")
+        raise CheckpointError(
+            f"checkpoint {path} is a folder. Give a file: checkpoints/last.ckpt or latest_net_G_A.pth."
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes). Copy or download it again.")
     with open(path, "rb") as f:
@@ -111,7 +115,7 @@ def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
     for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
         net = hydra.utils.instantiate(spec, input_nc=channels[src], output_nc=channels[dst])
         prefix = f"gen_{direction}."
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         _load_strict(path, net, sub, f"generator {direction}")
         gens[direction] = net.eval()
     info = {k: v for k, v in spec.items() if k != "_target_"} | {"arch": spec["_target_"].rsplit(".", 1)[-1]}
@@ -149,25 +153,37 @@ def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, d
         last = state[f"model.{convs[-1]}.weight"]
         # the two convs of the first residual block sit at 1 and 5 with pad layers (reflect/replicate), 1 and 6
         # with dropout; zero padding has no pad layers: 0 and 3, or 0 and 4 with dropout
-        block_convs = sorted(
-            int(m.group(1)) for k in keys
-            if (m := re.fullmatch(rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight", k)) and state[k].dim() == 4
-        ) if blocks else [1, 5]  # fmt: skip
+        block_convs = (
+            sorted(
+                int(m.group(1))
+                for k in keys
+                if (m := re.fullmatch(rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight", k)) and state[k].dim() == 4
+            )
+            if blocks
+            else [1, 5]
+        )
         first, second = block_convs[0], block_convs[-1]
         kwargs = dict(
-            input_nc=stem.shape[1], output_nc=last.shape[0], ngf=stem.shape[0], n_blocks=len(blocks),
+            input_nc=stem.shape[1],
+            output_nc=last.shape[0],
+            ngf=stem.shape[0],
+            n_blocks=len(blocks),
             norm="batch" if has_bn else (norm or _norm_from_bias(keys, "model.1.bias")),
-            use_dropout=second - first == (5 if first == 1 else 4), padding_type="reflect" if first == 1 else "zero",
-        )  # fmt: skip
+            use_dropout=second - first == (5 if first == 1 else 4),
+            padding_type="reflect" if first == 1 else "zero",
+        )
         return "resnet", kwargs
     if "model.model.0.weight" in keys:  # U-Net: nested skip blocks, one "model" level per downsampling
         stem = state["model.model.0.weight"]
         last = state["model.model.3.weight"] if "model.model.3.weight" in keys else None
         depth = max(k.split(".").count("model") for k in keys) - 1
         kwargs = dict(
-            input_nc=stem.shape[1], output_nc=last.shape[1] if last is not None else 3, ngf=stem.shape[0],
-            num_downs=depth, norm="batch" if has_bn else (norm or _norm_from_bias(keys, "model.model.0.bias")),
-        )  # fmt: skip
+            input_nc=stem.shape[1],
+            output_nc=last.shape[1] if last is not None else 3,
+            ngf=stem.shape[0],
+            num_downs=depth,
+            norm="batch" if has_bn else (norm or _norm_from_bias(keys, "model.model.0.bias")),
+        )
         return "unet", kwargs
     sample = ", ".join(sorted(keys)[:3])
     raise CheckpointError(
@@ -191,8 +207,12 @@ def _from_reference(path: Path, state: dict, arch: str, norm: str | None) -> Loa
         detected, kwargs = _detect_reference(file, file_state, norm)
         _check_arch(file, detected, arch)
         net = (ResnetGenerator if detected == "resnet" else UnetGenerator)(**kwargs)
-        if kwargs["norm"] == "instance":  # pre-0.4 PyTorch saved running stats for InstanceNorm; the reference drops them
-            file_state = {k: v for k, v in file_state.items() if not re.search(r"running_(mean|var)$|num_batches_tracked$", k)}
+        if (
+            kwargs["norm"] == "instance"
+        ):  # pre-0.4 PyTorch saved running stats for InstanceNorm; the reference drops them
+            file_state = {
+                k: v for k, v in file_state.items() if not re.search(r"running_(mean|var)$|num_batches_tracked$", k)
+            }
         _load_strict(file, net, file_state, f"{detected} generator")
         gens[direction] = net.eval()
         info = info or {"arch": detected} | {k: v for k, v in kwargs.items() if k not in ("input_nc", "output_nc")}

@@ -50,7 +50,9 @@ def export_torchscript(generator: nn.Module, path: Path) -> Path:
     return path
 
 
-def export_onnx(generator: nn.Module, path: Path | io.BytesIO, example: torch.Tensor, opset: int = 18) -> Path | io.BytesIO:
+def export_onnx(
+    generator: nn.Module, path: Path | io.BytesIO, example: torch.Tensor, opset: int = 18
+) -> Path | io.BytesIO:
     """The padded generator as an ONNX graph with dynamic batch, height and width, to a file or an in-memory buffer."""
     try:
         import onnx  # noqa: F401
@@ -63,10 +65,15 @@ def export_onnx(generator: nn.Module, path: Path | io.BytesIO, example: torch.Te
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape arithmetic and instance norm in eval: expected here
         torch.onnx.export(
-            wrapped, (example,), path if isinstance(path, io.BytesIO) else str(path), input_names=["image"],
-            output_names=["translated"], dynamic_axes={"image": dims, "translated": dims}, opset_version=opset,
+            wrapped,
+            (example,),
+            path if isinstance(path, io.BytesIO) else str(path),
+            input_names=["image"],
+            output_names=["translated"],
+            dynamic_axes={"image": dims, "translated": dims},
+            opset_version=opset,
             dynamo=False,
-        )  # fmt: skip
+        )
     return path
 
 
@@ -92,8 +99,9 @@ def _run_exported(fmt: str, path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def check_export(fmt: str, path: Path, generator: nn.Module, sizes: list[tuple[int, int]], channels: int,
-                 atol: float = 1e-4) -> float:  # fmt: skip
+def check_export(
+    fmt: str, path: Path, generator: nn.Module, sizes: list[tuple[int, int]], channels: int, atol: float = 1e-4
+) -> float:
     """Largest |exported - eager| over random inputs of ``sizes`` (odd ones included); raises above ``atol``."""
     from cyclegan_lightning.inference.tiling import translate_padded
 
@@ -104,15 +112,25 @@ def check_export(fmt: str, path: Path, generator: nn.Module, sizes: list[tuple[i
         got = _run_exported(fmt, path, x)
         want = translate_padded(gen, x)
         if got.shape != want.shape:
-            raise ExportError(f"{path}: exported model gives shape {tuple(got.shape)} for {h}x{w}, eager {tuple(want.shape)}")
+            raise ExportError(
+                f"{path}: exported model gives shape {tuple(got.shape)} for {h}x{w}, eager {tuple(want.shape)}"
+            )
         worst = max(worst, float((got - want).abs().max()))
     if worst > atol:
-        raise ExportError(f"{path}: exported model differs from eager by {worst:.2e} (> atol {atol:.0e}); do not use it.")
+        raise ExportError(
+            f"{path}: exported model differs from eager by {worst:.2e} (> atol {atol:.0e}); do not use it."
+        )
     return worst
 
 
-def export_generator(generator: nn.Module, fmt: str, path: str | Path, channels: int = 3,
-                     check_sizes: list[tuple[int, int]] | None = None, atol: float = 1e-4) -> tuple[Path, float]:  # fmt: skip
+def export_generator(
+    generator: nn.Module,
+    fmt: str,
+    path: str | Path,
+    channels: int = 3,
+    check_sizes: list[tuple[int, int]] | None = None,
+    atol: float = 1e-4,
+) -> tuple[Path, float]:
     """Export and verify; returns the file and the largest difference from eager found by the check."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")

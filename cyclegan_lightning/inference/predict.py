@@ -77,7 +77,9 @@ def collect_inputs(inputs: str | list[str], output_dir: Path) -> list[tuple[Path
             inside = item.resolve() in out_resolved.parents  # output_dir within the input: its files are not inputs
             files = [f for f in find_images(item) if not (inside and out_resolved in f.resolve().parents)]
             if not files:
-                raise DataError(f"input folder {item} holds no images (looked recursively for {', '.join(IMG_EXTENSIONS)}).")
+                raise DataError(
+                    f"input folder {item} holds no images (looked recursively for {', '.join(IMG_EXTENSIONS)})."
+                )
             found += [(f, f.relative_to(item)) for f in files]
         elif item.is_file():
             found.append((item, Path(item.name)))
@@ -90,8 +92,9 @@ def collect_inputs(inputs: str | list[str], output_dir: Path) -> list[tuple[Path
     return found
 
 
-def plan_jobs(found: list[tuple[Path, Path]], output_dir: Path, directions: list[str], round_trip: bool, grid: bool,
-              ext: str) -> list[Job]:  # fmt: skip
+def plan_jobs(
+    found: list[tuple[Path, Path]], output_dir: Path, directions: list[str], round_trip: bool, grid: bool, ext: str
+) -> list[Job]:
     """Output paths of every input; refuses any that would be an input file."""
     single = len(directions) == 1
     jobs = []
@@ -163,8 +166,10 @@ def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit:
     kinds = [k for k in jobs[0].outputs] if jobs else []
     rows = []
     for job in jobs[:limit]:
-        cells = [f'<td><img src="{html.escape(os.path.relpath(job.src.resolve(), output_dir.resolve()))}" width="256">'
-                 f"<br>{html.escape(str(job.rel))}</td>"]  # fmt: skip
+        cells = [
+            f'<td><img src="{html.escape(os.path.relpath(job.src.resolve(), output_dir.resolve()))}" width="256">'
+            f"<br>{html.escape(str(job.rel))}</td>"
+        ]
         for k in kinds:
             rel = os.path.relpath(job.outputs[k], output_dir)
             cells.append(f'<td><img src="{html.escape(rel)}" width="256"></td>')
@@ -173,7 +178,8 @@ def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit:
     more = f"<p>first {limit} of {len(jobs)} shown</p>" if len(jobs) > limit else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>cyclegan-lightning results</title></head><body>"
-        f"<h1>Translations ({', '.join(directions)})</h1>{more}<table border='1'>{head}{''.join(rows)}</table></body></html>"
+        f"<h1>Translations ({', '.join(directions)})</h1>{more}<table "
+        f"border='1'>{head}{''.join(rows)}</table></body></html>"
     )
     path = output_dir / "index.html"
     fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=output_dir)
@@ -210,6 +216,7 @@ def run_prediction(
             raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
         translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
     jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
+
     def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
         if overwrite:
             return set(directions)
@@ -218,7 +225,12 @@ def run_prediction(
     todo = [(j, todo_dirs) for j in jobs if (todo_dirs := pending(j))]
     skipped = len(jobs) - len(todo)
     if skipped:
-        log.info("%d of %d images already translated in %s: skipped (overwrite=true redoes them)", skipped, len(jobs), output_dir)
+        log.info(
+            "%d of %d images already translated in %s: skipped (overwrite=true redoes them)",
+            skipped,
+            len(jobs),
+            output_dir,
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -83,11 +83,15 @@ def measure_norm_stats(
         ch, cw = (min(xp.shape[-2], stats_size) // m * m, min(xp.shape[-1], stats_size) // m * m)
         y0, x0 = (xp.shape[-2] - ch) // 2 // m * m, (xp.shape[-1] - cw) // 2 // m * m
         xp, whole = xp[..., y0 : y0 + ch, x0 : x0 + cw], True
-    boxes = [(0, 0, *xp.shape[-2:])] if whole else [
-        (y, x0, min(tile, xp.shape[-2]), min(tile, xp.shape[-1]))
-        for y in tile_starts(xp.shape[-2], min(tile, xp.shape[-2]), 0)
-        for x0 in tile_starts(xp.shape[-1], min(tile, xp.shape[-1]), 0)
-    ]
+    boxes = (
+        [(0, 0, *xp.shape[-2:])]
+        if whole
+        else [
+            (y, x0, min(tile, xp.shape[-2]), min(tile, xp.shape[-1]))
+            for y in tile_starts(xp.shape[-2], min(tile, xp.shape[-2]), 0)
+            for x0 in tile_starts(xp.shape[-1], min(tile, xp.shape[-1]), 0)
+        ]
+    )
     stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     for _ in range(1 if whole else iterations):
         sums = [[0, 0.0, 0.0] for _ in norms]  # pixels, sum, sum of squares per channel (float64)
@@ -100,7 +104,9 @@ def measure_norm_stats(
             acc[1] = acc[1] + mean * n
             acc[2] = acc[2] + (var + mean * mean) * n
 
-        handles = [m.register_forward_pre_hook(lambda mod, inp, acc=acc: record(mod, inp, acc)) for m, acc in zip(norms, sums)]
+        handles = [
+            m.register_forward_pre_hook(lambda mod, inp, acc=acc: record(mod, inp, acc)) for m, acc in zip(norms, sums)
+        ]
         try:
             with fixed_norm_stats(net, stats) if stats else contextlib.nullcontext():
                 for y, x0, th, tw in boxes:

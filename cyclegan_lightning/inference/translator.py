@@ -18,8 +18,8 @@ import contextlib
 import importlib.util
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -137,7 +137,11 @@ class Translator:
             raise ConfigError(
                 f"direction={direction}: {self.loaded.path.name} has no {direction} generator (it has: {have}). "
                 f"Use direction={have.split(', ')[0]}"
-                + (", or give the *_net_G_B.pth beside *_net_G_A.pth for b2a." if self.loaded.source == "reference" else ".")
+                + (
+                    ", or give the *_net_G_B.pth beside *_net_G_A.pth for b2a."
+                    if self.loaded.source == "reference"
+                    else "."
+                )
             )
         return self.generators[direction]
 
@@ -159,16 +163,24 @@ class Translator:
             if batch.shape[1] == 1 and want == 3:
                 batch = batch.expand(-1, 3, -1, -1)
             elif batch.shape[1] == 3 and want == 1:
-                batch = (batch * torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+                batch = (batch * torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)).sum(
+                    1, keepdim=True
+                )
             else:
-                raise ConfigError(f"the {direction} generator takes {want}-channel images, got {batch.shape[1]} channels")
+                raise ConfigError(
+                    f"the {direction} generator takes {want}-channel images, got {batch.shape[1]} channels"
+                )
         x_in = batch.to(self.device, torch.float32) * 2 - 1
         with self._autocast():
             if self.tile_size and max(x_in.shape[-2:]) > self.tile_size:
-                out = torch.cat([
-                    translate_tiled(gen, img[None], self.tile_size, self.tile_overlap, self.tile_batch_size, self.stats_size)
-                    for img in x_in
-                ])  # fmt: skip
+                out = torch.cat(
+                    [
+                        translate_tiled(
+                            gen, img[None], self.tile_size, self.tile_overlap, self.tile_batch_size, self.stats_size
+                        )
+                        for img in x_in
+                    ]
+                )
             else:
                 out = self._runner(direction)(x_in)
         out = ((out.float() + 1) / 2).clamp(0, 1).to(x.device)
@@ -225,8 +237,14 @@ def build_translator(ckpt_path: str | Path, options) -> Translator:
     """A Translator from a ``conf/translator`` node (or any mapping with its keys)."""
     o = dict(options)
     return Translator.from_checkpoint(
-        ckpt_path, arch=o.get("arch", "auto"), norm=o.get("norm"), device=o.get("device", "auto"),
-        precision=str(o.get("precision", "32")), tile_size=o.get("tile_size", 1024),
-        tile_overlap=o.get("tile_overlap", 128), tile_batch_size=o.get("tile_batch_size", 1),
-        stats_size=o.get("stats_size", 1024), backend=o.get("backend", "auto"),
-    )  # fmt: skip
+        ckpt_path,
+        arch=o.get("arch", "auto"),
+        norm=o.get("norm"),
+        device=o.get("device", "auto"),
+        precision=str(o.get("precision", "32")),
+        tile_size=o.get("tile_size", 1024),
+        tile_overlap=o.get("tile_overlap", 128),
+        tile_batch_size=o.get("tile_batch_size", 1),
+        stats_size=o.get("stats_size", 1024),
+        backend=o.get("backend", "auto"),
+    )

@@ -7,7 +7,7 @@ reference implementation, so its ``latest_net_G*.pth`` state dicts load here wit
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,6 @@ class ResnetBlock(nn.Module):
     pass and recomputes the rest there: same gradients, less memory.
     """
 
-    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def __init__(self, dim: int, padding_type: str, norm: str, use_dropout: bool):
         super().__init__()
@@ -44,11 +43,16 @@ class ResnetBlock(nn.Module):
                 if use_dropout:
                     layers.append(nn.Dropout(0.5))
         self.conv_block = nn.Sequential(*layers)
+        self.checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing:
-            return checkpointed(self._residual, x, modules=self.conv_block)
+            return self._checkpointed_residual(x)
         return self._residual(x)
+
+    @torch.jit.unused  # training only; TorchScript export compiles the plain path (unannotated: Tensor -> Tensor)
+    def _checkpointed_residual(self, x):
+        return checkpointed(self._residual, x, modules=self.conv_block)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
@@ -108,9 +112,10 @@ class ResnetGenerator(nn.Module):
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Outputs of ``self.model[i]`` for each ``i`` in ``layers``, stopping after the last (no decoder pass).
 
-        CUT's PatchNCE taps (the official ``netG(x, nce_layers, encode_only=True)``). With this layout (no anti-aliasing,
-        the official ``--no_antialias``), CUT's default ``0,4,8,12,16`` on ``n_blocks=9`` select: 0 the reflection-padded
-        input, 4 the first stride-2 conv (before its norm), 8 the second down-conv's norm, 12 and 16 ResnetBlocks 3 and 7.
+        CUT's PatchNCE taps (the official ``netG(x, nce_layers, encode_only=True)``). With this layout (no
+        anti-aliasing, the official ``--no_antialias``), CUT's default ``0,4,8,12,16`` on ``n_blocks=9`` select: 0 the
+        reflection-padded input, 4 the first stride-2 conv (before its norm), 8 the second down-conv's norm, 12 and 16
+        ResnetBlocks 3 and 7.
         """
         layers = self._check_layers(layers)
         feats = []
@@ -146,7 +151,6 @@ class UnetSkipConnectionBlock(nn.Module):
     recomputed part: the reference's in-place LeakyReLU also rewrites the skip tensor, and running it twice would not.
     """
 
-    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def __init__(
         self,
@@ -177,6 +181,7 @@ class UnetSkipConnectionBlock(nn.Module):
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
+        self.checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
@@ -185,7 +190,8 @@ class UnetSkipConnectionBlock(nn.Module):
             return torch.cat([x, self._checkpointed_inner(x)], 1)
         return torch.cat([x, self.model(x)], 1)
 
-    def _checkpointed_inner(self, x: torch.Tensor) -> torch.Tensor:
+    @torch.jit.unused  # training only; TorchScript export compiles the plain path (unannotated: Tensor -> Tensor)
+    def _checkpointed_inner(self, x):
         """``self.model(x)``, layer for layer, with the down and up paths recomputed in the backward pass."""
         layers = list(self.model)
         inner = next((i for i, m in enumerate(layers) if isinstance(m, UnetSkipConnectionBlock)), None)
@@ -226,7 +232,9 @@ class UnetGenerator(nn.Module):
         block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
         block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
         block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm)
+        self.model = UnetSkipConnectionBlock(
+            output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -66,7 +66,9 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
     return net
 
 
-def checkpointed(fn: Callable[..., torch.Tensor], *args: torch.Tensor, modules: nn.Module | None = None) -> torch.Tensor:
+def checkpointed(
+    fn: Callable[..., torch.Tensor], *args: torch.Tensor, modules: nn.Module | None = None
+) -> torch.Tensor:
     """``fn(*args)``, keeping only ``args`` for the backward pass and recomputing the rest there (activation
     checkpointing). Non-reentrant ``torch.utils.checkpoint``: the recomputation replays the saved RNG state, so
     dropout draws the same masks, and the gradients are bitwise those of a plain call. Batch-norm running statistics

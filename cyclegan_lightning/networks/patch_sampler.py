@@ -16,7 +16,7 @@ Two choices differ from the official code, and neither changes the computation:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
