@@ -180,8 +180,8 @@ def test_ddp_two_ranks_write_each_file_once(tmp_path):
 
 def test_run_lock_is_released_after_an_early_failure(train_cfg, tmp_path):
     """A config or data error before fitting must not leave this process holding the folder (notebooks, tests)."""
-    cfg = train_cfg("trainer.max_epochs=1", "data.crop_size=0")
-    with pytest.raises(Exception):
+    cfg = train_cfg("trainer.max_epochs=1", "model.nonfinite_policy=bogus")
+    with pytest.raises(Exception, match="nonfinite_policy must be one of"):  # raised while the model is built
         run_training(cfg)
     proc = subprocess.run(
         [sys.executable, "-c", HOLD, str(cfg.paths.output_dir)], input="", capture_output=True, text=True, cwd=ROOT
