@@ -23,10 +23,9 @@ class ResnetBlock(nn.Module):
     pass and recomputes the rest there: same gradients, less memory.
     """
 
-    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
-
     def __init__(self, dim: int, padding_type: str, norm: str, use_dropout: bool):
         super().__init__()
+        self.checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         layers: list[nn.Module] = []
         for second in (False, True):
@@ -45,9 +44,13 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing:
-            return checkpointed(self._residual, x, modules=self.conv_block)
+        if self.checkpointing and not torch.jit.is_scripting():
+            return self._checkpointed(x)
         return self._residual(x)
+
+    @torch.jit.unused  # training only; TorchScript export keeps the plain path
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpointed(self._residual, x, modules=self.conv_block)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_block(x)
@@ -113,8 +116,6 @@ class UnetSkipConnectionBlock(nn.Module):
     recomputed part: the reference's in-place LeakyReLU also rewrites the skip tensor, and running it twice would not.
     """
 
-    checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
-
     def __init__(
         self,
         outer_nc: int,
@@ -128,6 +129,7 @@ class UnetSkipConnectionBlock(nn.Module):
     ):
         super().__init__()
         self.outermost = outermost
+        self.checkpointing = False  # a plain attribute, not state: checkpoint keys stay the reference's
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         input_nc = outer_nc if input_nc is None else input_nc
         downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
@@ -148,10 +150,11 @@ class UnetSkipConnectionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
             return self.model(x)
-        if self.checkpointing:
+        if self.checkpointing and not torch.jit.is_scripting():
             return torch.cat([x, self._checkpointed_inner(x)], 1)
         return torch.cat([x, self.model(x)], 1)
 
+    @torch.jit.unused  # training only; TorchScript export keeps the plain path
     def _checkpointed_inner(self, x: torch.Tensor) -> torch.Tensor:
         """``self.model(x)``, layer for layer, with the down and up paths recomputed in the backward pass."""
         layers = list(self.model)
