@@ -396,6 +396,9 @@ class CycleGAN(LightningModule):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if self.trainer.world_size > 1:  # ranks drew different crops: all start from rank 0's result, as DDP would
+            for tensor in itertools.chain(*(g.parameters() for g in gens), *(g.buffers() for g in gens)):
+                torch.distributed.broadcast(tensor.data, src=0)
         log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, float(loss) / 2)
 
     # ---- optimizers and checkpoints --------------------------------------------------------------------------------

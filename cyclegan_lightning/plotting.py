@@ -74,23 +74,26 @@ def group_columns(columns) -> dict[str, list[str]]:
 
 def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title: str | None = None) -> Path:
     """Draw every logged series of ``csv_path`` into ``out_path`` (a PNG, written atomically); returns it."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
+    # a bare Figure on the Agg canvas: no pyplot, so no global backend switch (a notebook keeps its inline plots)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from cyclegan_lightning.callbacks import save_png_atomic
 
     series = read_metrics(csv_path)
+
     def known(c):
         return any(match(c) for _, match in FAMILIES)
+
     series = {c: v for c, v in series.items() if known(c) or any(y != 0 for _, y in v)}  # e.g. no skipped images
     panels = group_columns(series)
     if not panels:
         raise DataError(f"{csv_path} holds no numeric metrics yet; train for at least one epoch first")
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncols, 3.4 * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (panel, columns) in zip(axes.flat, panels.items()):
         for column in columns:
             steps, values = zip(*series[column])
@@ -120,7 +123,6 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     fig.tight_layout()
     fig.canvas.draw()
     rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
-    plt.close(fig)
     out_path = Path(out_path)
     save_png_atomic(rgba[..., :3].permute(2, 0, 1).float() / 255, out_path)
     return out_path

@@ -76,7 +76,7 @@ def test_leaderboard_ranks_two_runs_without_inception_weights(tiny_runs, tmp_pat
     out = result.stdout
     assert result.returncode == 0, out
     assert out.count("FID/KID columns are missing") == 1 and "weights-inception-2015-12-05-6726825d.pth" in out
-    assert "Ranked by cycle_psnr" in out and re.search(r"^\| 1 \|.*\n\| 2 \|", out, re.M), out
+    assert "Ranked by val/swd@best" in out and re.search(r"^\| 1 \|.*\n\| 2 \|", out, re.M), out
     assert "fid" not in (tmp_path / "leaderboard.csv").read_text().splitlines()[0]
 
     insist = command("leaderboard", f"runs=[{sweep}]", f"output_dir={tmp_path}", "fid.enabled=true", env=env)

@@ -56,10 +56,11 @@ def test_ddp_cpu_two_ranks_split_data_and_end_identical(ddp_run: Path):
 
 def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
     run = ddp_run / "run"
-    assert {p.name for p in run.iterdir()} - {".run.lock"} == {
+    assert {p.name for p in run.iterdir()} - {".run.lock", ".run.owner"} == {
         ".hydra",
         "checkpoints",
         "csv",
+        "plots",
         "samples",
         "train.log",
         "train_ddp_process_1.log",

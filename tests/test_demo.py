@@ -107,8 +107,10 @@ COLOURS = {
 
 def test_sample_grid_rows_are_in_the_named_order_and_enlarged():
     """A->B rolls the channels, B->A negates them: each of the six rows gets its own known colour."""
+
     def solid(name):
         return torch.tensor(COLOURS[name], dtype=torch.float32)[:, None, None].expand(3, 16, 16)
+
     val_sets = {"a": [{"image": solid("red")}] * 2, "b": [{"image": solid("blue")}] * 2}
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets=val_sets), current_epoch=6)
     module = FixedModule(lambda x: x.roll(1, dims=1), lambda x: -x)
@@ -141,10 +143,12 @@ def test_identity_init_makes_both_generators_copy_their_input(demo_root, tmp_pat
     trainer = trainer_on(demo_root, ckpt_path=None)
     model._trainer = trainer
     x = {d: torch.stack([trainer.datamodule.val_sets[d][i]["image"] for i in range(2)]) for d in "ab"}
+
     def error():
         return [
             float((gen(x[d]) - x[d]).abs().mean().detach()) for gen, d in ((model.gen_a2b, "b"), (model.gen_b2a, "a"))
         ]
+
     before = error()
     trainer.ckpt_path = "resumed.ckpt"  # a resumed run keeps its trained generators
     model.on_fit_start()

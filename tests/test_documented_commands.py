@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRIES = {p.stem for p in ROOT.glob("*.py") if (ROOT / "conf" / f"{p.stem}.yaml").is_file()}
-COMMAND = re.compile(r"python3? (\w+)\.py\b((?:\\\n|[^\n`|#;])*)")
+COMMAND = re.compile(r"python3? (\w+)\.py\b((?:\\\n|[^\n`|#;)])*)")
 SOURCES = [
     ROOT / "README.md",
     *sorted((ROOT / "docs").glob("*.md")),

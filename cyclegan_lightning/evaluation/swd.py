@@ -153,7 +153,8 @@ class SlicedWassersteinDistance(Metric):
                 getattr(self, f"{kind}_level").append(torch.full((desc.shape[0],), i, device=desc.device))
 
     def compute(self) -> torch.Tensor:
-        if not self.real_desc or not self.fake_desc:
+        # list states until DDP sync, which concatenates each into one tensor
+        if any(len(state) == 0 for state in (self.real_desc, self.fake_desc)):
             return torch.tensor(math.nan, device=self.device)
         real, fake = dim_zero_cat(self.real_desc), dim_zero_cat(self.fake_desc)
         real_level, fake_level = dim_zero_cat(self.real_level), dim_zero_cat(self.fake_level)

@@ -24,7 +24,6 @@ class ResnetBlock(nn.Module):
     pass and recomputes the rest there: same gradients, less memory.
     """
 
-
     def __init__(self, dim: int, padding_type: str, norm: str, use_dropout: bool):
         super().__init__()
         make_norm, bias = norm_layer(norm), conv_bias(norm)
@@ -150,7 +149,6 @@ class UnetSkipConnectionBlock(nn.Module):
     only their input for the backward pass. The in-place activations that open each path stay outside the
     recomputed part: the reference's in-place LeakyReLU also rewrites the skip tensor, and running it twice would not.
     """
-
 
     def __init__(
         self,
