@@ -43,6 +43,7 @@ from typing import Any
 
 import hydra
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
@@ -396,9 +397,10 @@ class CycleGAN(LightningModule):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if self.trainer.world_size > 1:  # ranks drew different crops: all start from rank 0's result, as DDP would
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # ranks drew different crops: every rank starts from rank 0's result, as DDP starts from rank 0's weights
             for tensor in itertools.chain(*(g.parameters() for g in gens), *(g.buffers() for g in gens)):
-                torch.distributed.broadcast(tensor.data, src=0)
+                dist.broadcast(tensor.data, src=0)
         log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, float(loss) / 2)
 
     # ---- optimizers and checkpoints --------------------------------------------------------------------------------
