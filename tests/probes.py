@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning import Callback
 
@@ -24,6 +25,12 @@ def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def bare_trainer(**overrides) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or model summary: what a test of the system needs."""
+    quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    return L.Trainer(**(quiet | {"enable_model_summary": False} | overrides))
 
 
 class RankProbe(Callback):

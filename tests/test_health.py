@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 from photos import photo_crops
-from probes import stand_in
+from probes import bare_trainer, stand_in
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
@@ -69,16 +69,7 @@ def run_with(a2b: str, b2a: str, epochs: int, tmp_path, monitor: HealthMonitor) 
     photos = photo_crops(6, 32, seed=3)
     train = DataLoader([{"a": x, "b": x} for x in photos[:2]], batch_size=2)
     val = [DataLoader([{"image": x} for x in photos], batch_size=3) for _ in "ab"]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[monitor],
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(max_epochs=epochs, callbacks=[monitor], default_root_dir=tmp_path)
     trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     return trainer
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY, make_dataset
 from lightning.pytorch.plugins import MixedPrecision
-from probes import train_py
+from probes import bare_trainer, train_py
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
@@ -42,16 +42,7 @@ def batches(n: int, batch_size: int, side: int = 32) -> DataLoader:
 def train(model: CycleGAN, n: int, batch_size: int, callbacks=(), plugins=None) -> L.Trainer:
     """Fit one epoch of ``n`` images from a fixed seed (dropout masks and the pools' draws repeat run to run)."""
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        plugins=plugins,
-    )
+    trainer = bare_trainer(max_epochs=1, callbacks=list(callbacks), plugins=plugins)
     trainer.fit(model, train_dataloaders=batches(n, batch_size))
     return trainer
 

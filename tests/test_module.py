@@ -7,6 +7,7 @@ import copy
 import lightning as L
 import pytest
 import torch
+from probes import bare_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -32,15 +33,7 @@ def batches(n: int = 1, side: int = 16, batch_size: int = 1) -> DataLoader:
 
 
 def fit(model: CycleGAN, epochs: int = 1, n_batches: int = 1, callbacks=()) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-    )
+    trainer = bare_trainer(max_epochs=epochs, callbacks=list(callbacks))
     trainer.fit(model, train_dataloaders=batches(n_batches))
     return trainer
 

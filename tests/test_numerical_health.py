@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
+from probes import bare_trainer
 
 from cyclegan_lightning import module as module_mod
 from cyclegan_lightning.errors import ConfigError, NumericalError
@@ -98,16 +98,7 @@ def test_poisoned_weights_are_never_written_over_a_good_checkpoint(train_cfg, tm
     cfg = train_cfg()
     model = hydra.utils.instantiate(cfg.model)
     dm = hydra.utils.instantiate(cfg.data)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = bare_trainer(max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     good = tmp_path / "good.ckpt"
     trainer.save_checkpoint(good)

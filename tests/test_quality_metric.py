@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 from photos import grade, photo_crops, ungrade
-from probes import stand_in
+from probes import bare_trainer, stand_in
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
@@ -117,15 +117,7 @@ def test_a_run_that_learns_improves_the_metric(tmp_path):
     )
     before = validate(model, a_test, b_test)["val/swd"]
     train = DataLoader([{"a": x, "b": y} for x, y in zip(a_train, b_train)], batch_size=2, shuffle=True)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(max_epochs=3, default_root_dir=tmp_path)
     trainer.fit(model, train_dataloaders=train)
     after = validate(model, a_test, b_test)["val/swd"]
     assert after < 0.7 * before, (before, after)

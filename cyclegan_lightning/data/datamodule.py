@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import multiprocessing
+import multiprocessing.util  # registers its exit handler now, so that ours (registered below) runs before it
+import os
 import signal
 import warnings
 from collections.abc import Sequence
@@ -34,6 +38,31 @@ def _ignore_sigterm(worker_id: int) -> None:
     """Workers leave SIGTERM to the main process: a scheduler that signals the whole job (SLURM does) must not
     kill them before the main process has saved its pre-emption checkpoint; they exit when it does."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGTERM (Linux: the SigIgn mask in /proc; elsewhere: assume not)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            mask = next(line for line in status if line.startswith("SigIgn:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+@atexit.register  # registered after multiprocessing's exit handler (imported above), so it runs before it
+def _kill_leftover_workers() -> None:
+    """At interpreter exit, multiprocessing ends daemonic children with SIGTERM and then joins them; our workers
+    ignore SIGTERM, so a loader never shut down (persistent workers still referenced at exit) would hang the exit.
+    Such workers hold nothing worth keeping: end them with SIGKILL first."""
+    stuck = [c for c in multiprocessing.active_children() if c.daemon and c.pid and _ignores_sigterm(c.pid)]
+    if not stuck:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would raise "worker killed" mid-exit
+    for child in stuck:
+        os.kill(child.pid, signal.SIGKILL)
+    for child in stuck:
+        child.join(timeout=5)
 
 
 def _as_list(folders: Folders) -> list[Path]:
