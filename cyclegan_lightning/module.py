@@ -21,10 +21,10 @@ logged here          what it is                                reference
 ===================  ========================================  =========
 ``train/g/gan_a2b``  D_b(gen_a2b(A)) judged real               ``G_A``
 ``train/g/gan_b2a``  D_a(gen_b2a(B)) judged real               ``G_B``
-``train/g/cycle_a``  |gen_b2a(gen_a2b(A)) - A| (weighted)    ``cycle_A``
-``train/g/cycle_b``  |gen_a2b(gen_b2a(B)) - B| (weighted)    ``cycle_B``
-``train/g/idt_a``    |gen_b2a(A) - A| (weighted)             ``idt_B``
-``train/g/idt_b``    |gen_a2b(B) - B| (weighted)             ``idt_A``
+``train/g/cycle_a``  |gen_b2a(gen_a2b(A)) - A| (weighted)      ``cycle_A``
+``train/g/cycle_b``  |gen_a2b(gen_b2a(B)) - B| (weighted)      ``cycle_B``
+``train/g/idt_a``    |gen_b2a(A) - A| (weighted)               ``idt_B``
+``train/g/idt_b``    |gen_a2b(B) - B| (weighted)               ``idt_A``
 ``train/d/a``        disc_a on real A vs pooled fake A         ``D_B``
 ``train/d/b``        disc_b on real B vs pooled fake B         ``D_A``
 ===================  ========================================  =========
