@@ -55,6 +55,7 @@ from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance
 from cyclegan_lightning.health import DiversityRatio, discriminator_accuracy, translation_change
 from cyclegan_lightning.image_pool import ImagePool
 from cyclegan_lightning.losses import GANLoss, gradient_penalty
+from cyclegan_lightning.models.stabilisers import StabiliserHooks
 from cyclegan_lightning.networks import init_weights, set_activation_checkpointing
 from cyclegan_lightning.resume import load_run_state, save_run_state
 from cyclegan_lightning.schedulers import build_scheduler
@@ -68,7 +69,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 MAX_CONSECUTIVE_NONFINITE = 20  # nonfinite_policy=skip still stops after this many bad batches in a row
 
 
-class CycleGAN(LightningModule):
+class CycleGAN(StabiliserHooks, LightningModule):
     """Two generators, two discriminators, adversarial + cycle + identity losses, image pools, per-epoch LR decay.
 
     ``generator`` and ``discriminator`` are plain dicts with a ``_target_`` (a network class) and its keyword
@@ -108,6 +109,13 @@ class CycleGAN(LightningModule):
         # ---- memory levers (docs/scaling.md, "High resolution"); neither changes the saved weights' keys ----
         activation_checkpointing: bool = False,  # recompute the generators' residual blocks / U-Net levels in backward
         accumulate_grad_batches: int = 1,  # each optimizer steps once per this many batches, on their summed grads
+        # ---- stabilisers (docs/stabilisers.md), all off by default: models/stabilisers.py ----
+        diffaugment: str | None = None,  # e.g. "color,translation,cutout": DiffAugment on every discriminator input
+        ada_target: float | None = None,  # e.g. 0.6: adapt DiffAugment's probability to this overfitting signal
+        ada_interval: int = 4,  # ADA: adjust the probability every this many steps
+        ada_kimg: float = 100.0,  # ADA: thousands of images for the probability to go from 0 to 1
+        ema_decay: float | None = None,  # e.g. 0.999: EMA of the generators, used for validation/prediction/export
+        lambda_r1: float = 0.0,  # R1 penalty weight (gamma) on real images; the loss adds gamma/2 * E|grad D|^2
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # run_training logs the whole resolved config once
@@ -142,6 +150,10 @@ class CycleGAN(LightningModule):
         if activation_checkpointing:
             for gen in (self.gen_a2b, self.gen_b2a):
                 set_activation_checkpointing(gen)
+        generators = {"a2b": self.gen_a2b, "b2a": self.gen_b2a}
+        self.init_stabilisers(
+            generators, gan_mode, diffaugment, ada_target, ada_interval, ada_kimg, ema_decay, lambda_r1
+        )
 
     def _build(self, spec: dict, in_channels: int, out_channels: int | None = None, *names: str) -> nn.Module:
         if not isinstance(spec, dict) or "_target_" not in spec:
@@ -155,7 +167,7 @@ class CycleGAN(LightningModule):
         """Translate a batch in [-1, 1] of any size; the output has exactly the input's height and width."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        gen = self.gen_a2b if direction == "a2b" else self.gen_b2a
+        gen = self.averaged_generator(direction) or (self.gen_a2b if direction == "a2b" else self.gen_b2a)
         h, w = x.shape[-2:]
         m = getattr(gen, "size_multiple", 1)
         pad_h, pad_w = (-h) % m, (-w) % m
@@ -168,8 +180,8 @@ class CycleGAN(LightningModule):
     def generator_losses(self, real_a, real_b, fake_a, fake_b, rec_a, rec_b) -> dict[str, torch.Tensor]:
         """Adversarial, cycle and identity losses of both generators, and their weighted sum ``total``."""
         losses = {
-            "gan_a2b": self.gan_loss(self.disc_b(fake_b), True),
-            "gan_b2a": self.gan_loss(self.disc_a(fake_a), True),
+            "gan_a2b": self.gan_loss(self.judge(self.disc_b, fake_b), True),
+            "gan_b2a": self.gan_loss(self.judge(self.disc_a, fake_a), True),
             "cycle_a": F.l1_loss(rec_a, real_a) * self.lambda_a,
             "cycle_b": F.l1_loss(rec_b, real_b) * self.lambda_b,
         }
@@ -186,10 +198,11 @@ class CycleGAN(LightningModule):
         losses = {}
         for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
             fake = fake.detach()
-            pred_real = disc(real)
+            pred_real = self.judge(disc, real)
             loss_real = self.gan_loss(pred_real, True)
-            pred_fake = disc(fake)
+            pred_fake = self.judge(disc, fake)
             loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
+            loss = self.regularise_discriminator(name, disc, real, pred_real, loss, losses)  # ADA signal, R1
             for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
                 acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
                 if acc is not None:
@@ -231,6 +244,7 @@ class CycleGAN(LightningModule):
         if stepping:
             with self._loss_scale_kept(opt_d):
                 opt_g.step()
+            self.after_generator_step()  # EMA
         self._set_discriminators_trainable(True)
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
@@ -240,6 +254,7 @@ class CycleGAN(LightningModule):
                 self.manual_backward(d_losses["total"] / k if k > 1 else d_losses["total"])
             if stepping:
                 opt_d.step()
+            self.after_discriminator_step(real_a.shape[0])  # ADA
             self._nonfinite_in_a_row = 0
         else:
             d_losses = {}  # not logged: one NaN would poison the epoch means
