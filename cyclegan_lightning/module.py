@@ -110,7 +110,7 @@ class CycleGAN(StabiliserHooks, LightningModule):
         activation_checkpointing: bool = False,  # recompute the generators' residual blocks / U-Net levels in backward
         accumulate_grad_batches: int = 1,  # each optimizer steps once per this many batches, on their summed grads
         # ---- stabilisers (docs/stabilisers.md), all off by default: models/stabilisers.py ----
-        diffaugment: str | None = None,  # e.g. "color,translation,cutout": DiffAugment on every discriminator input
+        diffaugment: str | list[str] | None = None,  # e.g. "color,translation,cutout": DiffAugment of D's inputs
         ada_target: float | None = None,  # e.g. 0.6: adapt DiffAugment's probability to this overfitting signal
         ada_interval: int = 4,  # ADA: adjust the probability every this many steps
         ada_kimg: float = 100.0,  # ADA: thousands of images for the probability to go from 0 to 1

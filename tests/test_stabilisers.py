@@ -7,6 +7,8 @@ the gradient on real images, resize-convolution upsampling has no checkerboard.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from probes import bare_trainer
@@ -50,6 +52,7 @@ def test_diffaugment_transforms_follow_the_official_semantics():
     assert zeros.max() == 64 and (zeros > 0).all()
     with pytest.raises(ConfigError, match="model.diffaugment"):
         diff_augment(x, "color,flip")
+    assert DiscriminatorAugment(["color", "cutout"]).policy == ("color", "cutout")  # Hydra's [color,cutout]
 
 
 class Spy(nn.Module):
@@ -255,3 +258,27 @@ def test_generators_upsample_by_resize_convolution_when_asked(cls, kwargs):
     assert resize(x).shape == default(x).shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="upsample"):
         cls(upsample="pixelshuffle", **kwargs)
+
+
+# ---- the real config, end to end --------------------------------------------------------------------------------
+def test_every_flag_from_the_config_trains_logs_and_predicts_with_the_ema(train_cfg):
+    from cyclegan_lightning.training import run_training
+
+    cfg = train_cfg(
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        "model.diffaugment='color,translation,cutout'",
+        "model.ada_target=0.6",
+        "model.ada_interval=1",
+        "model.ema_decay=0.9",
+        "model.lambda_r1=1.0",
+        "model.discriminator.spectral_norm=true",
+        "model.generator.upsample=resize",
+    )
+    run_training(cfg)
+    run = Path(cfg.paths.output_dir)
+    logged = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/ada/p", "train/ada/rt", "train/d/r1_a", "train/d/r1_b"} <= set(logged)
+    loaded = load_generators(run / "checkpoints" / "last.ckpt")
+    assert loaded.info["weights"] == "ema" and loaded.info["upsample"] == "resize"
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in loaded.generators["a2b"].modules())

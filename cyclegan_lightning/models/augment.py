@@ -77,8 +77,11 @@ AUGMENT_FNS = {
 }
 
 
-def parse_policy(policy: str | None) -> tuple[str, ...]:
-    """``"color,translation,cutout"`` -> its names, checked; None or "" -> ()."""
+def parse_policy(policy: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``"color,translation,cutout"`` (or a list of the names, as Hydra gives ``[color,cutout]``) -> its names,
+    checked; None or "" -> ()."""
+    if isinstance(policy, (list, tuple)):
+        policy = ",".join(map(str, policy))
     names = tuple(p.strip() for p in (policy or "").split(",") if p.strip())
     unknown = [n for n in names if n not in AUGMENT_FNS]
     if unknown:
@@ -89,9 +92,9 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
     return names
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...] | str) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policy: str | tuple[str, ...]) -> torch.Tensor:
     """The official ``DiffAugment(x, policy)`` for NCHW batches: every transform of the policy, in order."""
-    for name in parse_policy(policy) if isinstance(policy, str) else policy:
+    for name in parse_policy(policy):
         for fn in AUGMENT_FNS[name]:
             x = fn(x)
     return x
@@ -111,7 +114,7 @@ class DiscriminatorAugment(nn.Module):
 
     def __init__(
         self,
-        policy: str,  # comma-separated subset of color,translation,cutout
+        policy: str | list[str],  # comma-separated subset of color,translation,cutout (or a list of them)
         gan_mode: str = "lsgan",  # picks the threshold of the overfitting signal
         target: float | None = None,  # ADA: the wanted r_t (0.6 in the paper); None: always augment (p = 1)
         interval: int = 4,  # ADA: adjust p every this many discriminator steps

@@ -29,7 +29,7 @@ class StabiliserHooks:
         self,
         generators: dict[str, nn.Module],  # {"a2b": ..., "b2a": ...}: the networks the EMA follows
         gan_mode: str,
-        diffaugment: str | None = None,
+        diffaugment: str | list[str] | None = None,
         ada_target: float | None = None,
         ada_interval: int = 4,
         ada_kimg: float = 100.0,
