@@ -106,11 +106,17 @@ def test_ada_gate_and_probability_in_the_checkpoint(tmp_path):
     assert torch.equal(ada(x), x)  # p starts at 0: nothing augmented
     ada.p.fill_(1.0)
     assert ((ada(x) == 0).flatten(1).any(1)).all()  # p = 1: every image
+    ada.p.fill_(0.25)
+    torch.manual_seed(0)
+    augmented = (ada(torch.ones(400, 1, 8, 8)) == 0).flatten(1).any(1).float().mean()
+    assert 0.18 < float(augmented) < 0.32  # p = 0.25: about a quarter of the images, each whole or not at all
     model = tiny_model(diffaugment="color,translation,cutout", ada_target=0.6, ada_interval=1, ada_kimg=0.004)
     model.augment.p.fill_(0.5)  # each image moves p by 1/4: after the 2 batches it is 0 or 1, whatever D says
     trainer = fit(model, n_batches=2)
     p = float(model.augment.p)
     assert p in (0.0, 1.0) and int(model.augment.calls) == 2
+    model.augment.p.fill_(p := 0.375)  # a value no fresh model has
+    model.augment.signs.fill_(3.0)  # a half-collected interval
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     restored = CycleGAN.load_from_checkpoint(path)
