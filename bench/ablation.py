@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cyclegan_lightning.checkpoint_safety import safe_load  # noqa: E402
+from cyclegan_lightning.checkpoints.loading import safe_load  # noqa: E402
 from cyclegan_lightning.data.demo import build_demo_dataset  # noqa: E402
 from cyclegan_lightning.errors import CycleGANError  # noqa: E402
 from cyclegan_lightning.evaluation.evaluate import write_text_atomic  # noqa: E402

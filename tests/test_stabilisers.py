@@ -18,8 +18,8 @@ from torch import nn
 from cyclegan_lightning import CycleGAN
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.inference import load_generators
-from cyclegan_lightning.losses import gradient_penalty, r1_penalty
 from cyclegan_lightning.models.augment import DiscriminatorAugment, diff_augment
+from cyclegan_lightning.models.losses import gradient_penalty, r1_penalty
 from cyclegan_lightning.networks import (
     NLayerDiscriminator,
     PixelDiscriminator,

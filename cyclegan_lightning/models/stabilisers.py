@@ -5,8 +5,11 @@ training math is untouched unless a flag is set (docs/stabilisers.md).
 - ``lambda_r1``: an R1 penalty on real images in each discriminator's loss (``losses.r1_penalty``);
 - ``ema_decay``: an EMA of each generator's weights (``ema.py``), used by ``forward`` outside training.
 
-A model mixes this class in before ``LightningModule``, calls ``init_stabilisers`` in its constructor and the
-hooks at the places named in their docstrings.
+``UnpairedTranslationModel`` mixes this class in, so every model family has the hooks. A model declares the
+hyperparameters (``diffaugment``, ``ada_target``, ``ada_interval``, ``ada_kimg``, ``ema_decay``, ``lambda_r1``; any it
+leaves out stay off), calls ``init_stabilisers()`` once its generators exist, judges every discriminator input with
+``judge``, and calls ``regularise_discriminator``, ``after_generator_step`` and ``after_discriminator_step`` where
+their docstrings say. ``forward`` (in the base) uses ``averaged_generator``.
 """
 
 from __future__ import annotations
@@ -17,36 +20,30 @@ import torch
 from torch import nn
 
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.losses import r1_penalty
 from cyclegan_lightning.models.augment import DiscriminatorAugment
 from cyclegan_lightning.models.ema import GeneratorEMA
+from cyclegan_lightning.models.losses import r1_penalty
 
 
 class StabiliserHooks:
     """Mixin for a LightningModule with generators by direction and discriminators judging each domain."""
 
-    def init_stabilisers(
-        self,
-        generators: dict[str, nn.Module],  # {"a2b": ..., "b2a": ...}: the networks the EMA follows
-        gan_mode: str,
-        diffaugment: str | list[str] | None = None,
-        ada_target: float | None = None,
-        ada_interval: int = 4,
-        ada_kimg: float = 100.0,
-        ema_decay: float | None = None,
-        lambda_r1: float = 0.0,
-    ) -> None:
+    def init_stabilisers(self) -> None:
+        """Build what the stabiliser hyperparameters ask for (after the generators: the EMA copies them)."""
+        hp = self.hparams
+        diffaugment, ada_target, ema_decay = hp.get("diffaugment"), hp.get("ada_target"), hp.get("ema_decay")
+        lambda_r1 = hp.get("lambda_r1", 0.0)
         if ada_target is not None and not diffaugment:
             raise ConfigError("model.ada_target adapts DiffAugment's probability: set model.diffaugment too")
         if lambda_r1 < 0:
             raise ConfigError(f"model.lambda_r1 must be >= 0, got {lambda_r1}")
         # (instance attributes, not class ones: nn.Module would otherwise find the class's None before a submodule)
-        self.augment = (
-            DiscriminatorAugment(diffaugment, gan_mode, ada_target, ada_interval, ada_kimg) if diffaugment else None
-        )
-        self.gen_ema = GeneratorEMA(generators, ema_decay) if ema_decay is not None else None
+        self.augment = None
+        if diffaugment:
+            ada = (ada_target, hp.get("ada_interval", 4), hp.get("ada_kimg", 100.0))
+            self.augment = DiscriminatorAugment(diffaugment, hp.get("gan_mode", "lsgan"), *ada)
+        self.gen_ema = GeneratorEMA(self.generators, ema_decay) if ema_decay is not None else None
         self.lambda_r1 = float(lambda_r1)
-        self._ema_sources = generators if ema_decay is not None else {}
 
     def judge(self, disc: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """``disc(images)``, through DiffAugment when it is on: the only way a discriminator is called in training."""
@@ -68,7 +65,7 @@ class StabiliserHooks:
     def after_generator_step(self) -> None:
         """After each generators' optimizer step: update the weight averages."""
         if self.gen_ema is not None:
-            self.gen_ema.step(self._ema_sources)
+            self.gen_ema.step(self.generators)
 
     def after_discriminator_step(self, n_images: int) -> None:
         """After each discriminators' step: ADA's every-``interval`` update of p, logged as train/ada/{p,rt}."""
