@@ -40,10 +40,7 @@ class GeneratorEMA(nn.ModuleDict):
             }
         )
         self.requires_grad_(False)
-        self.eval()  # the averages only ever run in inference mode
-
-    def train(self, mode: bool = True) -> GeneratorEMA:
-        return super().train(False)  # stays in eval mode whatever the LightningModule is switched to
+        # (train/eval mode follows the model: the averages only run when it is in eval mode, see averaged_generator)
 
     @torch.no_grad()
     def step(self, generators: dict[str, nn.Module]) -> None:  # (not "update": ModuleDict has one)
