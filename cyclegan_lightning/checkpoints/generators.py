@@ -3,7 +3,9 @@
 Two kinds are accepted, both read with ``torch.load(weights_only=True)`` (no pickled code runs) and loaded with
 ``strict=True`` (no silently random layer):
 
-- a Lightning ``.ckpt`` written by our training: both generators, their config in ``hyper_parameters``;
+- a Lightning ``.ckpt`` written by our training: both generators, their config in ``hyper_parameters``; when
+  the run kept an EMA of the generator weights (``model.ema_decay``), those averaged weights are loaded (and
+  ``describe()`` says ``weights=ema``), unless ``use_ema=False``;
 - a bare generator ``state_dict`` of the reference implementation (``<epoch>_net_G_A.pth`` = A to B,
   ``<epoch>_net_G_B.pth`` = B to A, pretrained ``latest_net_G.pth``): ResNet (any block count, with or without
   dropout) or U-Net, architecture read from the key layout and tensor shapes. Next to a ``*_net_G_A.pth`` the
@@ -15,6 +17,7 @@ Anything else (a discriminator, a U-Net where a ResNet was asked for, a truncate
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +29,10 @@ from torch import nn
 from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
 from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.models.ema import ema_state_prefix
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
 
+log = logging.getLogger(__name__)
 ARCHS = ("auto", "resnet", "unet")
 ALLOWED_TARGET_PREFIX = "cyclegan_lightning.networks."  # a .ckpt may only build our own network classes
 
@@ -73,15 +78,18 @@ def _tensor_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def load_generators(path: str | Path, arch: str = "auto", norm: str | None = None) -> LoadedGenerators:
+def load_generators(
+    path: str | Path, arch: str = "auto", norm: str | None = None, use_ema: bool = True
+) -> LoadedGenerators:
     """Load every generator ``path`` holds. ``arch`` (resnet | unet) insists on an architecture; ``norm`` overrides
-    the reference file's norm where the keys cannot tell (instance and none both have no parameters)."""
+    the reference file's norm where the keys cannot tell (instance and none both have no parameters); ``use_ema``
+    takes a .ckpt's EMA weights where it has them (``False``: the trained weights themselves)."""
     if arch not in ARCHS:
         raise CheckpointError(f"arch must be one of {ARCHS}, got {arch!r}")
     path = Path(path)
     obj = _read(path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
-        return _from_lightning(path, obj, arch)
+        return _from_lightning(path, obj, arch, use_ema)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and _tensor_dict(obj["state_dict"]):
         obj = obj["state_dict"]  # some tools wrap a bare state_dict one level down
     if _tensor_dict(obj):
@@ -93,7 +101,7 @@ def load_generators(path: str | Path, arch: str = "auto", norm: str | None = Non
 
 
 # ---- Lightning checkpoints of our training --------------------------------------------------------------------
-def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
+def _from_lightning(path: Path, ckpt: dict, arch: str, use_ema: bool = True) -> LoadedGenerators:
     check_format(ckpt, f"checkpoint {path}")
     hp = ckpt["hyper_parameters"]
     spec = hp.get("generator")
@@ -105,9 +113,12 @@ def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
     _check_arch(path, "unet" if "Unet" in spec["_target_"] else "resnet", arch)
     channels = {"a": int(hp.get("channels_a", 3)), "b": int(hp.get("channels_b", 3))}
     state = strip_compiled_prefix(ckpt["state_dict"])
-    gens = {}
+    gens, weights = {}, {}
     for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
         prefix = f"gen_{direction}."
+        averaged = state.get(ema_state_prefix(direction).replace(".module.", ".n_averaged"))
+        if use_ema and averaged is not None and int(averaged) > 0:  # an EMA that was updated at least once
+            prefix, weights[direction] = ema_state_prefix(direction), "ema"
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not sub:
             continue  # a one-way model (CUT) has no B->A generator
@@ -117,6 +128,9 @@ def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
     if not gens:
         raise CheckpointError(f"checkpoint {path} holds no generator weights (gen_a2b.*, gen_b2a.*).")
     info = {k: v for k, v in spec.items() if k != "_target_"} | {"arch": spec["_target_"].rsplit(".", 1)[-1]}
+    if weights:
+        info["weights"] = "ema"
+        log.info("%s: using the EMA of the generator weights (%s)", path.name, "/".join(weights))
     return LoadedGenerators(gens, channels, "lightning", path, info)
 
 

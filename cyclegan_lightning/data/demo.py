@@ -12,6 +12,12 @@ because the grade is known, the ground truth of every held-out image is written 
 - ``truthA/<name of a testB file>`` = :func:`undusk` of that testB image (what B->A should produce).
 
 ``cyclegan_lightning.evaluation.paired.PairedMetrics`` scores translations against them (paired PSNR/SSIM).
+
+``task="gray2colour"`` (``--task gray2colour``) builds a second task from the same photos, with the same crops:
+domain A is the photos in grayscale (stored as RGB, so the demo's 3-channel config runs unchanged), domain B the
+colour photos; ``truthB`` holds the colour original of every testA image, ``truthA`` the grayscale of every testB
+image. Colourisation has no single right answer, so its paired PSNR rewards plausible colours, not exact ones
+(``bench/ablation.py`` uses it as its second dataset).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ MIX = (
     + np.outer(LIGHT_TINT - SHADOW_TINT, LUMA)
 ).astype(np.float32)
 _TABLE = np.linspace(0.0, 1.0, 4097, dtype=np.float32)
+TASKS = ("dusk", "gray2colour")
 
 
 def _curve(x: np.ndarray) -> np.ndarray:
@@ -64,6 +71,19 @@ def undusk(rgb: np.ndarray) -> np.ndarray:
     """The inverse of :func:`dusk` (exact up to 8-bit rounding): uint8 dusk photo -> uint8 daylight photo."""
     y = np.interp(_to_float(rgb), _curve(_TABLE), _TABLE).astype(np.float32)
     return _to_uint8((y - SHADOW_TINT) @ np.linalg.inv(MIX).T)
+
+
+def gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) colour photo -> its luma (ITU-R 601), as a uint8 (H, W, 3) gray photo."""
+    return np.repeat(_to_uint8(_to_float(rgb) @ LUMA)[..., None], 3, axis=-1)
+
+
+def _task_images(task: str, domain: str, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the image of ``domain`` made from ``crop``, what a perfect translation of it to the other domain is)."""
+    if task == "dusk":
+        img = crop if domain == "A" else dusk(crop)
+        return img, dusk(img) if domain == "A" else undusk(img)
+    return (gray(crop), crop) if domain == "A" else (crop, gray(crop))
 
 
 def _load_photos() -> list[np.ndarray]:
@@ -94,13 +114,15 @@ def _crops(photos: list[np.ndarray], n: int, size: int, rng: np.random.Generator
 
 
 def build_demo_dataset(
-    out: str | os.PathLike, n_train: int = 100, n_test: int = 8, size: int = 72, seed: int = 0
+    out: str | os.PathLike, n_train: int = 100, n_test: int = 8, size: int = 72, seed: int = 0, task: str = "dusk"
 ) -> Path:
     """Write ``out/{trainA,trainB,testA,testB,truthA,truthB}``; atomic: built in a temporary folder, then renamed.
 
     ``size`` equals the demo experiment's ``data.load_size``, so validation only centre-crops the images and the
     ground truth stays pixel-aligned with the translations.
     """
+    if task not in TASKS:
+        raise ValueError(f"demo task must be one of {TASKS}, got {task!r}")
     out = Path(out)
     if (out / "trainA").is_dir():
         return out
@@ -114,12 +136,12 @@ def build_demo_dataset(
                 folder = tmp / f"{split}{domain}"
                 folder.mkdir()
                 for i, crop in enumerate(_crops(photos, n, size, rng)):
-                    img = crop if domain == "A" else dusk(crop)
+                    img, truth_img = _task_images(task, domain, crop)
                     Image.fromarray(img).save(folder / f"{i:04d}.png")
                     if split == "test":  # what a perfect translation of this test image looks like
                         truth = tmp / f"truth{'BA'[domain == 'B']}"
                         truth.mkdir(exist_ok=True)
-                        Image.fromarray(dusk(img) if domain == "A" else undusk(img)).save(truth / f"{i:04d}.png")
+                        Image.fromarray(truth_img).save(truth / f"{i:04d}.png")
         if out.exists() and not any(out.iterdir()):
             out.rmdir()
         tmp.rename(out)
@@ -139,9 +161,10 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=8, help="test images per domain")
     parser.add_argument("--size", type=int, default=72, help="side of the square images (= data.load_size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default="dusk", choices=TASKS, help="dusk (the demo) | gray2colour")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    path = build_demo_dataset(args.out, args.n_train, args.n_test, args.size, args.seed)
+    path = build_demo_dataset(args.out, args.n_train, args.n_test, args.size, args.seed, args.task)
     print(f"demo dataset at {path}")
 
 

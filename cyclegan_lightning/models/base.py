@@ -12,7 +12,8 @@
   gradient clipping, per-epoch LR steps;
 - checkpoints: the format marker, the compatibility check, image pools per DDP rank, no NaN weights written, and
   ``load_from_checkpoint`` with ``weights_only=True`` only;
-- optional speed levers (``channels_last``, ``compile_generators``) and the identity warm-up.
+- optional speed levers (``channels_last``, ``compile_generators``) and the identity warm-up;
+- the stabilisers' hooks (``models/stabilisers.py``: DiffAugment/ADA, R1, generator EMA; docs/stabilisers.md).
 
 It reads these hyperparameters, which every subclass declares (``save_hyperparameters``): ``init_type``,
 ``init_gain``, ``lr``, ``betas``, ``lr_policy``, ``n_epochs``, ``n_epochs_decay``, ``lr_step_epochs``,
@@ -47,6 +48,7 @@ from cyclegan_lightning.evaluation.health import DiversityRatio, translation_cha
 from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance
 from cyclegan_lightning.models.image_pool import ImagePool
 from cyclegan_lightning.models.schedulers import build_scheduler
+from cyclegan_lightning.models.stabilisers import StabiliserHooks
 from cyclegan_lightning.networks import init_weights
 from cyclegan_lightning.networks.padding import translate_padded
 
@@ -57,7 +59,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 MAX_CONSECUTIVE_NONFINITE = 20  # nonfinite_policy=skip still stops after this many bad batches in a row
 
 
-class UnpairedTranslationModel(LightningModule):
+class UnpairedTranslationModel(StabiliserHooks, LightningModule):
     """Base of every model family (see the module docstring for the contract)."""
 
     network_names: tuple[str, ...] = ()  # attributes holding the networks whose weights a checkpoint must match
@@ -101,7 +103,7 @@ class UnpairedTranslationModel(LightningModule):
         gens = self.generators
         if direction not in gens:
             raise ValueError(f"direction must be one of {tuple(gens)} for {type(self).__name__}, got {direction!r}")
-        return translate_padded(gens[direction], x)
+        return translate_padded(self.averaged_generator(direction) or gens[direction], x)  # EMA outside training
 
     # ---- validation -----------------------------------------------------------------------------------------------
     def init_validation_metrics(self, channels_a: int, channels_b: int) -> None:

@@ -91,6 +91,13 @@ class CycleGAN(UnpairedTranslationModel):
         # ---- memory levers (docs/scaling.md, "High resolution"); neither changes the saved weights' keys ----
         activation_checkpointing: bool = False,  # recompute the generators' residual blocks / U-Net levels in backward
         accumulate_grad_batches: int = 1,  # each optimizer steps once per this many batches, on their summed grads
+        # ---- stabilisers (docs/stabilisers.md), all off by default: models/stabilisers.py ----
+        diffaugment: str | list[str] | None = None,  # e.g. "color,translation,cutout": DiffAugment of D's inputs
+        ada_target: float | None = None,  # e.g. 0.6: adapt DiffAugment's probability to this overfitting signal
+        ada_interval: int = 4,  # ADA: adjust the probability every this many steps
+        ada_kimg: float = 100.0,  # ADA: thousands of images for the probability to go from 0 to 1
+        ema_decay: float | None = None,  # e.g. 0.999: EMA of the generators, used for validation/prediction/export
+        lambda_r1: float = 0.0,  # R1 penalty weight (gamma) on real images; the loss adds gamma/2 * E|grad D|^2
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # run_training logs the whole resolved config once
@@ -112,6 +119,7 @@ class CycleGAN(UnpairedTranslationModel):
         if activation_checkpointing:
             for gen in (self.gen_a2b, self.gen_b2a):
                 set_activation_checkpointing(gen)
+        self.init_stabilisers()
 
     @property
     def image_pools(self) -> dict[str, ImagePool]:
@@ -121,8 +129,8 @@ class CycleGAN(UnpairedTranslationModel):
     def generator_losses(self, real_a, real_b, fake_a, fake_b, rec_a, rec_b) -> dict[str, torch.Tensor]:
         """Adversarial, cycle and identity losses of both generators, and their weighted sum ``total``."""
         losses = {
-            "gan_a2b": self.gan_loss(self.disc_b(fake_b), True),
-            "gan_b2a": self.gan_loss(self.disc_a(fake_a), True),
+            "gan_a2b": self.gan_loss(self.judge(self.disc_b, fake_b), True),
+            "gan_b2a": self.gan_loss(self.judge(self.disc_a, fake_a), True),
             "cycle_a": F.l1_loss(rec_a, real_a) * self.lambda_a,
             "cycle_b": F.l1_loss(rec_b, real_b) * self.lambda_b,
         }
@@ -139,10 +147,11 @@ class CycleGAN(UnpairedTranslationModel):
         losses = {}
         for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
             fake = fake.detach()
-            pred_real = disc(real)
+            pred_real = self.judge(disc, real)
             loss_real = self.gan_loss(pred_real, True)
-            pred_fake = disc(fake)
+            pred_fake = self.judge(disc, fake)
             loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
+            loss = self.regularise_discriminator(name, disc, real, pred_real, loss, losses)  # ADA signal, R1
             for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
                 acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
                 if acc is not None:
@@ -182,6 +191,7 @@ class CycleGAN(UnpairedTranslationModel):
         if stepping:
             with self.loss_scale_kept(opt_d):
                 opt_g.step()
+            self.after_generator_step()  # EMA
         self._set_discriminators_trainable(True)
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
@@ -190,6 +200,7 @@ class CycleGAN(UnpairedTranslationModel):
             self.backward_scaled(d_losses["total"], stepping)
             if stepping:
                 opt_d.step()
+            self.after_discriminator_step(real_a.shape[0])  # ADA
             self.batch_was_finite()
         else:
             d_losses = {}  # not logged: one NaN would poison the epoch means

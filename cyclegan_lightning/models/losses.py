@@ -32,19 +32,30 @@ class GANLoss(nn.Module):
         return F.binary_cross_entropy_with_logits(prediction, target)
 
 
+def _input_gradient_norms(discriminator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norm of d(sum of D's scores)/dx, in fp32 even under autocast, with ``create_graph=True`` so a
+    penalty on it trains the discriminator (double backward)."""
+    x = x.detach().float().requires_grad_(True)
+    with torch.autocast(x.device.type, enabled=False):
+        scores = discriminator(x)
+        (grads,) = torch.autograd.grad(scores.float().sum(), x, create_graph=True)
+    return grads.flatten(1).norm(2, dim=1)
+
+
 def gradient_penalty(
     discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, target_norm: float = 1.0
 ) -> torch.Tensor:
-    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - target_norm)^2] on random interpolates.
-
-    Computed with ``create_graph=True`` so its gradient reaches the discriminator's parameters.
-    """
+    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad D(x_hat)||_2 - target_norm)^2] on random interpolates."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    interpolates = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    scores = discriminator(interpolates)
-    (grads,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
-    norms = grads.float().flatten(1).norm(2, dim=1)
-    return ((norms - target_norm) ** 2).mean()
+    interpolates = alpha * real.detach() + (1 - alpha) * fake.detach()
+    return ((_input_gradient_norms(discriminator, interpolates) - target_norm) ** 2).mean()
+
+
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al., ICML 2018, "Which Training Methods for GANs do actually Converge?"): E[||grad D(x)||^2]
+    on real images, a zero-centred penalty. The loss adds ``lambda_r1 / 2`` times it, as StyleGAN2 does with gamma.
+    ``discriminator`` is whatever judges the images (augmentation included), so the gradient is w.r.t. the input."""
+    return (_input_gradient_norms(discriminator, real) ** 2).mean()
 
 
 class PatchNCELoss(nn.Module):

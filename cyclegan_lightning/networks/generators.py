@@ -2,6 +2,11 @@
 
 Module layout (a single ``nn.Sequential`` named ``model``; the U-Net's nested skip blocks) is kept identical to the
 reference implementation, so its ``latest_net_G*.pth`` state dicts load here with ``strict=True``.
+
+``upsample="resize"`` (off by default) replaces each stride-2 transposed convolution by a nearest-neighbour 2x
+upsampling and a 3x3 convolution (``up_conv``), which cannot produce checkerboard artifacts (Odena et al., Distill
+2016, "Deconvolution and Checkerboard Artifacts"). Module indices stay as they are (the pair is one
+``nn.Sequential``), so only the up-convolution keys change (``model.19.weight`` -> ``model.19.1.weight``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,23 @@ from torch import nn
 from .layers import checkpointed, conv_bias, norm_layer
 
 PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d}
+UPSAMPLINGS = ("transpose", "resize")
+
+
+def up_conv(
+    in_nc: int, out_nc: int, upsample: str, bias: bool, kernel_size: int, padding: int, output_padding: int = 0
+) -> nn.Module:
+    """A 2x upsampling layer: the reference's stride-2 ``ConvTranspose2d`` (``transpose``), or nearest-neighbour
+    resize then a 3x3 conv (``resize``), the same output size without checkerboard artifacts."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(
+            in_nc, out_nc, kernel_size, stride=2, padding=padding, output_padding=output_padding, bias=bias
+        )
+    if upsample == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_nc, out_nc, kernel_size=3, padding=1, bias=bias)
+        )
+    raise ValueError(f"upsample must be one of {UPSAMPLINGS}, got {upsample!r}")
 
 
 class ResnetBlock(nn.Module):
@@ -74,6 +96,7 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",  # instance | batch | none
         use_dropout: bool = False,  # dropout 0.5 inside each residual block
         padding_type: str = "reflect",  # reflect | replicate | zero, inside residual blocks
+        upsample: str = "transpose",  # transpose (the reference) | resize (nearest 2x + conv: no checkerboard)
     ):
         super().__init__()
         if n_blocks < 0:
@@ -96,9 +119,7 @@ class ResnetGenerator(nn.Module):
         for i in range(2):  # upsample
             mult = 2 ** (2 - i)
             layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
+                up_conv(ngf * mult, ngf * mult // 2, upsample, bias, kernel_size=3, padding=1, output_padding=1),
                 make_norm(ngf * mult // 2),
                 nn.ReLU(True),
             ]
@@ -160,6 +181,7 @@ class UnetSkipConnectionBlock(nn.Module):
         innermost: bool = False,
         norm: str = "batch",
         use_dropout: bool = False,
+        upsample: str = "transpose",  # transpose | resize (see up_conv)
     ):
         super().__init__()
         self.outermost = outermost
@@ -168,13 +190,13 @@ class UnetSkipConnectionBlock(nn.Module):
         downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
         downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
         if outermost:
-            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            upconv = up_conv(inner_nc * 2, outer_nc, upsample, True, kernel_size=4, padding=1)
             layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
         elif innermost:
-            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            upconv = up_conv(inner_nc, outer_nc, upsample, bias, kernel_size=4, padding=1)
             layers = [downrelu, downconv, uprelu, upconv, make_norm(outer_nc)]
         else:
-            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            upconv = up_conv(inner_nc * 2, outer_nc, upsample, bias, kernel_size=4, padding=1)
             layers = [downrelu, downconv, make_norm(inner_nc), submodule, uprelu, upconv, make_norm(outer_nc)]
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
@@ -219,20 +241,20 @@ class UnetGenerator(nn.Module):
         ngf: int = 64,  # filters in the outermost conv layer
         norm: str = "instance",  # instance | batch | none (pix2pix uses batch)
         use_dropout: bool = False,  # dropout 0.5 in the inner levels
+        upsample: str = "transpose",  # transpose (the reference) | resize (nearest 2x + conv: no checkerboard)
     ):
         super().__init__()
         if num_downs < 5:
             raise ValueError(f"num_downs must be >= 5, got {num_downs}")
         self.size_multiple = 2**num_downs
-        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        up = {"norm": norm, "upsample": upsample}
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, **up)
         for _ in range(num_downs - 5):
-            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
-        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
-        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
-        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetSkipConnectionBlock(
-            output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm
-        )
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, use_dropout=use_dropout, **up)
+        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, **up)
+        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, **up)
+        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, **up)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, **up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 NORMS = ("instance", "batch", "none")
@@ -48,14 +49,16 @@ def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0
 
     def init_module(m: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            # a spectral-normalised conv computes ``weight`` from ``original``: initialise that one
+            weight = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
             if init_type == "normal":
-                nn.init.normal_(m.weight, 0.0, init_gain)
+                nn.init.normal_(weight, 0.0, init_gain)
             elif init_type == "xavier":
-                nn.init.xavier_normal_(m.weight, gain=init_gain)
+                nn.init.xavier_normal_(weight, gain=init_gain)
             elif init_type == "kaiming":
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
             else:
-                nn.init.orthogonal_(m.weight, gain=init_gain)
+                nn.init.orthogonal_(weight, gain=init_gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
