@@ -1,5 +1,5 @@
-"""Translator backends (eager, torch.compile, ONNX Runtime, fastconv) agree with eager fp32 within one grey level, at any image
-size (padding) and with tiling; the exported graph runs down to 1x1."""
+"""Translator backends (eager, torch.compile, ONNX Runtime, fastconv) agree with eager fp32 within one grey level, at
+any image size (padding) and with tiling; the exported graph runs down to 1x1."""
 
 from __future__ import annotations
 
