@@ -51,7 +51,7 @@ class WinogradConv3x3(nn.Module):
         super().__init__()
         bt, g, at = (torch.tensor(m, dtype=torch.float64) for m in (_BT, _G, _AT))
         w = conv.weight.detach().double()  # (out, in, 3, 3)
-        u = torch.einsum("ai,oeij,bj->abeo", g, w, g)  # transformed weights, (6, 6, in, out)
+        u = (g @ w @ g.T).permute(2, 3, 1, 0)  # transformed weights G w G^T, (6, 6, in, out)
         self.register_buffer("u", u.reshape(SPAN * SPAN, w.shape[1], w.shape[0]).float().contiguous())
         self.register_buffer("bt", bt.float())  # applied to tile rows, then columns (separable: 2 x 6 x 6 per tile)
         self.register_buffer("at", at.float())
