@@ -146,7 +146,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed256", "speed1024", "tiled", "seams"])
-    parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], help="eager | compile | onnxruntime")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["eager", "fastconv", "onnxruntime"],
+        help="eager | compile | onnxruntime | fastconv",
+    )
     parser.add_argument("--bf16", action="store_true", help="also bf16 eager where the CPU would emulate it (slow)")
     parser.add_argument("--tiled-child", nargs=4, type=int, metavar=("SIZE", "TILE", "OVERLAP", "BLOCKS"))
     parser.add_argument(

@@ -141,7 +141,7 @@ def main() -> None:
     p.add_argument("--counts", nargs=2, type=int, default=[2, 8], metavar=("SMALL", "LARGE"), help="folder sizes")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument(
-        "--backends", nargs="+", default=["eager", "onnxruntime"], help="ours: eager | compile | onnxruntime"
+        "--backends", nargs="+", default=["eager", "fastconv"], help="ours: eager | compile | onnxruntime | fastconv"
     )
     p.add_argument("--threads", type=int, default=None, help="threads per contender (1: CPU time is robust to load)")
     p.add_argument("--no-reference", action="store_true", help="ours and the plain loop only")

@@ -26,6 +26,8 @@ from cyclegan_lightning.hardware import describe_cpu  # noqa: E402
 # batch 1, no logger/callbacks/validation/checkpoints: what is timed is the training step and the loop around it.
 BENCH_OVERRIDES = [
     "experiment=demo",
+    "model.identity_init_steps=0",  # the reference's training step: no identity start, identity loss 0.5
+    "model.lambda_identity=0.5",
     "model/generator=resnet_9blocks",
     "model.generator.ngf=64",
     "model.discriminator.ndf=64",

@@ -1,5 +1,5 @@
-"""Translator backends (eager, torch.compile, ONNX Runtime) agree with eager fp32 within one grey level, at any image
-size (padding) and with tiling; the exported graph runs down to 1x1."""
+"""Translator backends (eager, torch.compile, ONNX Runtime, fastconv) agree with eager fp32 within one grey level, at
+any image size (padding) and with tiling; the exported graph runs down to 1x1."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cyclegan_lightning.data.images import LoadedImage
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.inference import LoadedGenerators, Translator, to_pil
+from cyclegan_lightning.inference import LoadedGenerators, Translator, fastconv, to_pil
 from cyclegan_lightning.inference.export import export_generator
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator, init_weights
 
 SIZES = [(3, 5), (37, 22), (40, 40)]  # tiny (replicate padding), odd (reflect padding), a multiple (none)
 
 
-def translator(backend: str, arch: str = "resnet", **kwargs) -> Translator:
+def translator(backend: str, arch: str = "resnet", ngf: int = 8, **kwargs) -> Translator:
     torch.manual_seed(0)
-    net = ResnetGenerator(3, 3, ngf=8, n_blocks=2) if arch == "resnet" else UnetGenerator(3, 3, num_downs=5, ngf=8)
+    net = ResnetGenerator(3, 3, ngf=ngf, n_blocks=2) if arch == "resnet" else UnetGenerator(3, 3, num_downs=5, ngf=ngf)
     loaded = LoadedGenerators({"a2b": init_weights(net).eval()}, {"a": 3, "b": 3}, "test", Path("x.pth"))
     return Translator(loaded, device="cpu", backend=backend, **kwargs)
 
@@ -64,7 +65,31 @@ def test_compile_matches_eager_and_compiles_once_per_shape():
     assert compiled > 0 and counters["stats"]["unique_graphs"] == compiled
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (5, 9), (18, 13)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fastconv_layers_match_the_convolutions(size, bias):
+    """Winograd F(4x4, 3x3) and the shift-add form give the convolution's output (fp32 rounding), at sizes that are
+    and are not multiples of the 4x4 tile, down to a single output pixel."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, size[0] + 2, size[1] + 2)
+    conv = nn.Conv2d(32, 40, 3, bias=bias)
+    last = nn.Conv2d(32, 3, 7 if min(size) >= 5 else 3, bias=bias)
+    with torch.no_grad():
+        for plain, fast in ((conv, fastconv.WinogradConv3x3(conv)), (last, fastconv.ShiftAddConv(last))):
+            want = plain(x)
+            got = fast(x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
+
+
+def test_fastconv_matches_eager():
+    assert_within_one_grey_level("fastconv", ngf=16)  # ngf 16: the residual blocks have 64 channels
+    runner = translator("fastconv", ngf=16)._runner("a2b")
+    kinds = [type(m) for m in runner.modules()]
+    assert kinds.count(fastconv.WinogradConv3x3) == 4 and kinds.count(fastconv.ShiftAddConv) == 1  # 2 blocks x 2
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "compile", "fastconv"])
 def test_backends_work_with_tiling(backend):
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime")
@@ -72,12 +97,12 @@ def test_backends_work_with_tiling(backend):
     assert_within_one_grey_level(backend, sizes=[(50, 70)], **tiled)
 
 
-def test_auto_picks_onnxruntime_on_cpu_fp32_only():
-    pytest.importorskip("onnxruntime")
-    assert translator("auto").backend == "onnxruntime"
-    assert translator("auto", precision="bf16").backend == "eager"  # onnxruntime runs fp32 only
-    with pytest.raises(ConfigError, match="backend=onnxruntime runs fp32"):
-        translator("onnxruntime", precision="bf16")
+def test_auto_picks_fastconv_on_cpu_fp32_only():
+    assert translator("auto").backend == "fastconv"
+    assert translator("auto", precision="bf16").backend == "eager"  # fastconv runs fp32 only
+    for backend in ("onnxruntime", "fastconv"):
+        with pytest.raises(ConfigError, match=f"backend={backend} runs fp32"):
+            translator(backend, precision="bf16")
     with pytest.raises(ConfigError, match="translator.backend must be one of"):
         translator("tensorrt")
 

@@ -7,15 +7,16 @@
 
 Backends (``backend=``) run the same padded generator (``export.PaddedGenerator``): ``eager`` (PyTorch),
 ``compile`` (``torch.compile``, inductor; compiles once per image shape, then reuses), ``onnxruntime`` (the ONNX
-export run by ONNX Runtime; fp32 on CPU; optional extra ``onnx``). ``auto``: onnxruntime on a CPU in fp32 when it is
-installed (the fastest measured there, docs/performance.md), else eager. Tiled images always run eagerly: their
+export run by ONNX Runtime; fp32 on CPU; optional extra ``onnx``), ``fastconv`` (eager PyTorch with the residual
+blocks' 3x3 convolutions done by Winograd's F(4x4, 3x3) and the last few-channel convolution as one matrix product,
+``inference.fastconv``; fp32 on CPU). ``auto``: fastconv on a CPU in fp32 (the fastest measured there,
+docs/performance.md), else eager. Tiled images always run eagerly: their
 shared instance-norm statistics are swapped into the PyTorch modules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import logging
 from collections.abc import Callable
@@ -30,13 +31,15 @@ from cyclegan_lightning.data.images import LoadedImage, load_image, loaded_from_
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, onnx_session
+from cyclegan_lightning.inference.fastconv import accelerate
 from cyclegan_lightning.inference.tiling import translate_tiled
 from cyclegan_lightning.networks.padding import min_side
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
-BACKENDS = ("auto", "eager", "compile", "onnxruntime")
+BACKENDS = ("auto", "eager", "compile", "onnxruntime", "fastconv")
+CPU_FP32_BACKENDS = ("onnxruntime", "fastconv")
 
 
 def auto_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -66,7 +69,7 @@ class Translator:
         tile_overlap: int = 128,  # pixels shared by neighbouring tiles, blended
         tile_batch_size: int = 1,  # tiles run per forward
         stats_size: int = 1024,  # tiled images up to this side get exact instance-norm statistics
-        backend: str = "auto",  # auto | eager | compile | onnxruntime (see the module docstring)
+        backend: str = "auto",  # auto | eager | compile | onnxruntime | fastconv (see the module docstring)
     ):
         if str(precision) not in PRECISIONS:
             raise ConfigError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
@@ -87,14 +90,11 @@ class Translator:
             raise ConfigError(f"translator.backend must be one of {BACKENDS}, got {backend!r}")
         fp32_cpu = self.device.type == "cpu" and self.dtype is None
         if backend == "auto":
-            if fp32_cpu and importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
-                backend, why = "onnxruntime", "fastest measured on CPU in fp32"
-            else:
-                backend, why = "eager", "not fp32 on a CPU" if not fp32_cpu else "onnxruntime not installed"
+            backend, why = ("fastconv", "fastest measured on CPU in fp32") if fp32_cpu else ("eager", "not CPU fp32")
             log.info("translator.backend=auto: %s (%s)", backend, why)
-        elif backend == "onnxruntime" and not fp32_cpu:
+        elif backend in CPU_FP32_BACKENDS and not fp32_cpu:
             raise ConfigError(
-                f"translator.backend=onnxruntime runs fp32 on the CPU only (asked: device={self.device}, precision "
+                f"translator.backend={backend} runs fp32 on the CPU only (asked: device={self.device}, precision "
                 f"{self.dtype}). Use translator.device=cpu translator.precision=32, or translator.backend=eager."
             )
         return backend
@@ -114,6 +114,8 @@ class Translator:
                     return torch.from_numpy(session.run(None, {"image": x.contiguous().numpy()})[0])
 
                 self._runners[direction] = run
+            elif self.backend == "fastconv":
+                self._runners[direction] = PaddedGenerator(accelerate(gen)).eval()
             else:
                 self._runners[direction] = padded
         return self._runners[direction]

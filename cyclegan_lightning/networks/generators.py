@@ -125,9 +125,25 @@ class ResnetGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.checkpointing = False  # recompute the stages around the blocks too (set_activation_checkpointing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing:
+            return self._checkpointed_forward(x)
         return self.model(x)
+
+    @torch.jit.unused  # training only, like ResnetBlock._checkpointed_residual
+    def _checkpointed_forward(self, x):
+        """``self.model(x)`` with the layers before the first residual block (stem, downsampling) and those after the
+        last (upsampling, output) each recomputed in the backward pass from their input: at high resolution they
+        hold the largest activations (64 and 128 channels at full and half size)."""
+        layers = list(self.model)
+        blocks = [i for i, m in enumerate(layers) if isinstance(m, ResnetBlock)]
+        first, end = (blocks[0], blocks[-1] + 1) if blocks else (len(layers), len(layers))
+        x = checkpointed(nn.Sequential(*layers[:first]), x)
+        for block in layers[first:end]:  # each block checkpoints itself
+            x = block(x)
+        return checkpointed(nn.Sequential(*layers[end:]), x) if end < len(layers) else x
 
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Outputs of ``self.model[i]`` for each ``i`` in ``layers``, stopping after the last (no decoder pass).
@@ -261,8 +277,12 @@ class UnetGenerator(nn.Module):
 
 
 def set_activation_checkpointing(net: nn.Module, enabled: bool = True) -> int:
-    """Recompute ``net``'s residual blocks (ResNet) or inner levels (U-Net) in the backward pass instead of storing
-    their activations; returns how many blocks now do. Gradients stay bitwise equal; state-dict keys too."""
+    """Recompute ``net``'s residual blocks and the stages around them (ResNet) or inner levels (U-Net) in the backward
+    pass instead of storing their activations; returns how many blocks now do. Gradients stay bitwise equal;
+    state-dict keys too."""
+    for gen in net.modules():
+        if isinstance(gen, ResnetGenerator):
+            gen.checkpointing = enabled
     blocks = [m for m in net.modules() if isinstance(m, (ResnetBlock, UnetSkipConnectionBlock))]
     for block in blocks:
         block.checkpointing = enabled and not getattr(block, "outermost", False)
