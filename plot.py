@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.plotting import plot_metrics
+from cyclegan_lightning.evaluation.plotting import plot_metrics
 
 log = logging.getLogger("plot")
 

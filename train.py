@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from cyclegan_lightning.config import register_resolvers
 from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.training import is_multirun, run_training
+from cyclegan_lightning.training.run import is_multirun, run_training
 
 log = logging.getLogger("train")
 register_resolvers()

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cyclegan_lightning.hardware import cpu_bf16, describe_cpu  # noqa: E402
 from cyclegan_lightning.inference import LoadedGenerators, Translator  # noqa: E402
-from cyclegan_lightning.inference.tiling import translate_padded, translate_tiled  # noqa: E402
+from cyclegan_lightning.inference.tiling import translate_tiled  # noqa: E402
 from cyclegan_lightning.networks import ResnetGenerator, init_weights  # noqa: E402
+from cyclegan_lightning.networks.padding import translate_padded  # noqa: E402
 
 
 def generator(n_blocks: int = 9) -> ResnetGenerator:

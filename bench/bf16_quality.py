@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import compose_train, load, machine  # noqa: E402
 
-from cyclegan_lightning.training import run_training  # noqa: E402
+from cyclegan_lightning.training.run import run_training  # noqa: E402
 
 MARGIN = 1.25
 REL_TOL = 0.10

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclegan_lightning.image_pool import ImagePool
-from cyclegan_lightning.losses import GANLoss
+from cyclegan_lightning.models.image_pool import ImagePool
+from cyclegan_lightning.models.losses import GANLoss
 from cyclegan_lightning.networks import init_weights
 
 

@@ -107,7 +107,7 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
     """Two finished tiny runs (lambda_cycle 5 and 10, 1 epoch) laid out as a Hydra multirun: ``sweep/0``,
     ``sweep/1`` with ``checkpoints/`` and ``.hydra/{config,overrides}.yaml``. Returns (data root, run dirs).
     Shared by the prediction, evaluation, leaderboard, export and notebook tests: trained once per session."""
-    from cyclegan_lightning.training import run_training
+    from cyclegan_lightning.training.run import run_training
 
     base = tmp_path_factory.mktemp("tiny_runs")
     root = make_dataset(base / "data", n_train=4, n_test=3)
@@ -123,3 +123,20 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
         runs.append(run)
     GlobalHydra.instance().clear()
     return root, runs
+
+
+@pytest.fixture
+def simulate_cpu(monkeypatch):
+    """``simulate_cpu(native)``: from now on this process runs on a CPU with (or without) native bf16."""
+
+    from cyclegan_lightning import hardware
+
+    def set_cpu(native: bool) -> None:
+        monkeypatch.delenv(hardware.ENV_OVERRIDE, raising=False)
+        monkeypatch.setattr(hardware, "detect_cpu_bf16", lambda: (native, f"simulated CPU, native bf16 {native}"))
+        hardware._cached.cache_clear()
+        hardware._warned.clear()
+
+    yield set_cpu
+    hardware._cached.cache_clear()
+    hardware._warned.clear()

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cyclegan_lightning.callbacks import SampleGrid
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.run_lock import LOCK_NAME, OWNER_NAME, RunDirLock
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.callbacks import SampleGrid
+from cyclegan_lightning.training.run import run_training
+from cyclegan_lightning.training.run_lock import LOCK_NAME, OWNER_NAME, RunDirLock
 
 ROOT = Path(__file__).resolve().parents[1]
 # Another run, as the lock protocol sees it: filelock's exclusive lock on <folder>/.run.lock, its owner written in
@@ -190,7 +190,7 @@ def test_run_lock_is_released_after_an_early_failure(train_cfg, tmp_path):
 
 
 def test_rank_is_read_as_lightning_reads_it(monkeypatch):
-    from cyclegan_lightning.run_lock import global_rank_from_env
+    from cyclegan_lightning.training.run_lock import global_rank_from_env
 
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK", "JSM_NAMESPACE_RANK"):
         monkeypatch.delenv(key, raising=False)

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, compose_train_cfg, make_dataset, write_images
 from omegaconf import OmegaConf
 
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 

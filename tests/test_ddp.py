@@ -76,7 +76,7 @@ def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
 def test_multirun_with_process_spawning_ddp_is_refused(train_cfg):
     """Pitfall 6: in a multirun, Lightning's re-launched DDP ranks would each re-run the whole sweep."""
     from cyclegan_lightning.errors import ConfigError
-    from cyclegan_lightning.training import run_training
+    from cyclegan_lightning.training.run import run_training
 
     cfg = train_cfg("trainer=ddp_cpu", "hydra.mode=MULTIRUN")
     with pytest.raises(ConfigError, match="re-run the whole sweep"):

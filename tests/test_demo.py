@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclegan_lightning.callbacks import ROW_NAMES, SampleGrid
 from cyclegan_lightning.data.demo import MIX, SHADOW_TINT, _curve, build_demo_dataset, dusk, undusk
 from cyclegan_lightning.evaluation.metrics import psnr
-from cyclegan_lightning.paired_metrics import PairedMetrics
+from cyclegan_lightning.evaluation.paired import PairedMetrics
+from cyclegan_lightning.training.callbacks import ROW_NAMES, SampleGrid
 
 
 def photo(size: int = 64) -> np.ndarray:
@@ -167,7 +167,7 @@ def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path
 
     from conftest import ROOT
 
-    from cyclegan_lightning.training import run_training
+    from cyclegan_lightning.training.run import run_training
 
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO):
@@ -201,7 +201,7 @@ def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path
 
 
 def test_curves_are_grouped_by_family():
-    from cyclegan_lightning.plotting import group_columns
+    from cyclegan_lightning.evaluation.plotting import group_columns
 
     panels = group_columns(
         [

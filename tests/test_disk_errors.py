@@ -17,10 +17,10 @@ import torch
 from conftest import write_images
 from PIL import Image
 
-from cyclegan_lightning import callbacks as callbacks_mod
-from cyclegan_lightning import checkpoint_io
+from cyclegan_lightning.checkpoints import atomic as checkpoint_io
 from cyclegan_lightning.errors import CheckpointError, CycleGANError, OutputError
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training import callbacks as callbacks_mod
+from cyclegan_lightning.training.run import run_training
 
 
 def _enospc(path=None) -> OSError:

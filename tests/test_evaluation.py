@@ -23,7 +23,7 @@ from cyclegan_lightning.evaluation import (
 )
 from cyclegan_lightning.evaluation.metrics import INCEPTION_FILE
 from cyclegan_lightning.inference import LoadedGenerators, Translator
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 
 def test_missing_inception_weights_say_which_file_goes_where(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import torch
 
 from cyclegan_lightning.inference import load_generators
 from cyclegan_lightning.inference.export import ExportError, check_export, export_generator
-from cyclegan_lightning.inference.tiling import translate_padded
+from cyclegan_lightning.networks.padding import translate_padded
 
 
 def test_torchscript_export_matches_eager(tiny_runs, tmp_path):

@@ -14,21 +14,6 @@ from cyclegan_lightning.inference import LoadedGenerators, Translator
 from cyclegan_lightning.networks import ResnetGenerator
 
 
-@pytest.fixture
-def simulate_cpu(monkeypatch):
-    """``simulate_cpu(native)``: from now on this process runs on a CPU with (or without) native bf16."""
-
-    def set_cpu(native: bool) -> None:
-        monkeypatch.delenv(hardware.ENV_OVERRIDE, raising=False)
-        monkeypatch.setattr(hardware, "detect_cpu_bf16", lambda: (native, f"simulated CPU, native bf16 {native}"))
-        hardware._cached.cache_clear()
-        hardware._warned.clear()
-
-    yield set_cpu
-    hardware._cached.cache_clear()
-    hardware._warned.clear()
-
-
 @pytest.mark.parametrize("native, expected", [(False, "32-true"), (True, "bf16-mixed")])
 @pytest.mark.parametrize("preset", ["perf=cpu", "trainer=bf16"])
 def test_bf16_presets_follow_the_cpu(train_cfg, simulate_cpu, caplog, preset, native, expected):

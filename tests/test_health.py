@@ -14,7 +14,12 @@ from probes import bare_trainer, stand_in
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
-from cyclegan_lightning.health import DiversityRatio, HealthMonitor, discriminator_accuracy, translation_change
+from cyclegan_lightning.evaluation.health import (
+    DiversityRatio,
+    HealthMonitor,
+    discriminator_accuracy,
+    translation_change,
+)
 
 GEN = {"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1}
 DISC = {"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 4, "n_layers": 2}
@@ -75,7 +80,7 @@ def run_with(a2b: str, b2a: str, epochs: int, tmp_path, monitor: HealthMonitor) 
 
 
 def test_collapse_and_identity_warn_once_each_after_warmup(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="cyclegan_lightning.health")
+    caplog.set_level(logging.WARNING, logger="cyclegan_lightning.evaluation.health")
     trainer = run_with("constant", "identity", epochs=3, tmp_path=tmp_path, monitor=HealthMonitor(warmup_epochs=1))
     metrics = trainer.callback_metrics
     assert float(metrics["val/health/diversity_a2b"]) == 0 and float(metrics["val/health/change_b2a"]) == 0
@@ -89,9 +94,9 @@ def test_collapse_and_identity_warn_once_each_after_warmup(tmp_path, caplog):
 
 
 def test_a_translating_run_raises_no_warning(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="cyclegan_lightning.health")
+    caplog.set_level(logging.WARNING, logger="cyclegan_lightning.evaluation.health")
     run_with("truth", "truth", epochs=2, tmp_path=tmp_path, monitor=HealthMonitor(warmup_epochs=0))
-    assert not [r for r in caplog.records if r.name == "cyclegan_lightning.health"]
+    assert not [r for r in caplog.records if r.name == "cyclegan_lightning.evaluation.health"]
 
 
 def test_warning_goes_to_wandb_alert_only_with_a_wandb_logger(monkeypatch):

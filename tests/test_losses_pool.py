@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cyclegan_lightning.image_pool import ImagePool
-from cyclegan_lightning.losses import GANLoss, gradient_penalty
+from cyclegan_lightning.models.image_pool import ImagePool
+from cyclegan_lightning.models.losses import GANLoss, gradient_penalty
 
 
 def test_gan_losses_match_their_definitions():
@@ -77,7 +77,7 @@ def test_wgangp_trains_under_bf16_mixed_precision(train_cfg):
     import csv
     from pathlib import Path
 
-    from cyclegan_lightning.training import run_training
+    from cyclegan_lightning.training.run import run_training
 
     cfg = train_cfg(
         "model.gan_mode=wgangp", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"

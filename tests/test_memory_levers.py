@@ -96,7 +96,7 @@ def test_checkpointing_stores_fewer_activations_and_keeps_keys(net):
     plain = saved_bytes(net, x)
     assert set_activation_checkpointing(net) > 0
     assert list(net.state_dict()) == keys
-    limit = 0.5 if isinstance(net, ResnetGenerator) else 0.8  # ResNet: the blocks hold most activations
+    limit = 0.15 if isinstance(net, ResnetGenerator) else 0.8  # ResNet: blocks and the stages around them
     assert saved_bytes(net, x) < limit * plain
     with torch.no_grad():  # inference: no checkpoint machinery, same output
         out = net(x)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.schedulers import LinearDecay
+from cyclegan_lightning.models.schedulers import LinearDecay
 
 GEN = {"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1}
 DISC = {"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 4, "n_layers": 2}
@@ -188,7 +188,7 @@ def test_checkpoint_holds_plain_hparams_and_pools(tmp_path):
     trainer.save_checkpoint(path)
     raw = torch.load(path, weights_only=True)  # plain values only: no DictConfig, partial or module
     assert raw["hyper_parameters"]["lambda_cycle"] == 7.0
-    assert len(raw["image_pools"]["a"]["images"]) == 1
+    assert len(raw["image_pools"]) == 1 and len(raw["image_pools"][0]["a"]["images"]) == 1  # one list entry per rank
     restored = CycleGAN.load_from_checkpoint(path)
     assert restored.lambda_a == 7.0
     assert all(torch.equal(v, restored.state_dict()[k]) for k, v in model.state_dict().items())

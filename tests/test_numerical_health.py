@@ -9,10 +9,10 @@ import pytest
 import torch
 from probes import bare_trainer
 
-from cyclegan_lightning import module as module_mod
 from cyclegan_lightning.errors import ConfigError, NumericalError
-from cyclegan_lightning.module import CycleGAN
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.models import cyclegan as module_mod
+from cyclegan_lightning.models.cyclegan import CycleGAN
+from cyclegan_lightning.training.run import run_training
 
 
 def poison(monkeypatch, group: str, name: str, when, value: float = float("nan")) -> list:

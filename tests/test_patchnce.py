@@ -11,7 +11,7 @@ import pytest
 import reference_cut as ref
 import torch
 
-from cyclegan_lightning.losses import PatchNCELoss
+from cyclegan_lightning.models.losses import PatchNCELoss
 from cyclegan_lightning.networks import PatchSampleF, ResnetGenerator
 
 CUT_LAYERS = [0, 4, 8, 12, 16]  # the official nce_layers

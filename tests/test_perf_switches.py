@@ -60,19 +60,29 @@ def test_unknown_adam_impl_is_a_config_error():
         tiny(adam_impl="turbo")
 
 
-@pytest.mark.parametrize("preset", ["cpu", "gpu"])
-def test_perf_presets_compose_and_instantiate(train_cfg, preset):
-    cfg = train_cfg(f"perf={preset}")
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_preset_reaches_the_objects_it_configures(train_cfg, simulate_cpu, native_bf16):
+    """perf=cpu: bf16 only where the (simulated) CPU has it, fused Adam in the optimizers."""
+    simulate_cpu(native_bf16)
+    cfg = train_cfg("perf=cpu")
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    assert trainer.precision == ("bf16-mixed" if native_bf16 else "32-true")
     model = hydra.utils.instantiate(cfg.model)
-    assert model.hparams.adam_impl == cfg.model.adam_impl
-    assert cfg.trainer.precision in ("bf16-mixed", "16-mixed", "32-true")
-    if preset == "gpu":
-        assert model.hparams.channels_last and model.hparams.compile_generators and cfg.trainer.benchmark
+    assert not model.hparams.channels_last and not model.hparams.compile_generators
+    assert all(opt.defaults["fused"] is True for opt in model.configure_optimizers()[0])
+
+
+def test_gpu_preset_turns_on_the_gpu_levers(train_cfg):
+    cfg = train_cfg("perf=gpu", "trainer.accelerator=cpu")  # composed on this CPU machine: only the values count
+    model = hydra.utils.instantiate(cfg.model)
+    assert model.hparams.channels_last and model.hparams.compile_generators
+    assert all(opt.defaults["fused"] is True for opt in model.configure_optimizers()[0])
+    assert hydra.utils.instantiate(cfg.trainer).strategy.root_device.type == "cpu" and cfg.trainer.benchmark is True
 
 
 def test_fit_with_levers_saves_reference_keys(train_cfg, tmp_path):
     """A short real run with channels_last + fused Adam + bf16: trains, and the checkpoint keys are the usual ones."""
-    from cyclegan_lightning.training import run_training
+    from cyclegan_lightning.training.run import run_training
 
     cfg = train_cfg(
         "model.channels_last=true",

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from probes import GradProbe
 
 from cyclegan_lightning import hardware
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 CLIP = 1e-3  # far below the real gradient norms, so every step is clipped to exactly this norm
 PROBE = ["+callbacks.probe._target_=probes.GradProbe", f"model.gradient_clip_val={CLIP}", "trainer.max_epochs=1"]

@@ -13,9 +13,9 @@ import pytest
 import reference_networks as ref
 import torch
 
-from cyclegan_lightning.inference.checkpoints import load_generators
+from cyclegan_lightning.checkpoints.generators import load_generators
+from cyclegan_lightning.models.schedulers import build_scheduler
 from cyclegan_lightning.networks import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator
-from cyclegan_lightning.schedulers import build_scheduler
 
 NORMS = ("instance", "batch", "none")
 

@@ -17,10 +17,10 @@ from conftest import TINY, compose_train_cfg, make_dataset
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from probes import ROOT
 
-from cyclegan_lightning import resume
-from cyclegan_lightning.checkpoint_io import AtomicCheckpointIO
+from cyclegan_lightning.checkpoints.atomic import AtomicCheckpointIO
 from cyclegan_lightning.errors import CheckpointError
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training import resume
+from cyclegan_lightning.training.run import run_training
 
 EXACT = ["logger=csv", "model.pool_size=2"]  # a pool of 2 fills in the first epoch, so its random swaps run too
 
@@ -107,16 +107,18 @@ def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path,
         os.utime(path, (1000 + i, 1000 + i))
     os.utime(logs / "demo/multiruns/t2/0/checkpoints/last.ckpt", (5000, 5000))  # newest of demo
     (logs / "demo/runs/t4/checkpoints").mkdir(parents=True)  # the fresh run's own folder: empty
-    assert resume.resolve_ckpt_path("auto", logs, "demo") == str(logs / "demo/multiruns/t2/0/checkpoints/last.ckpt")
-    assert resume.resolve_ckpt_path("auto", logs, "nothing-yet") is None  # first launch: from scratch, logged
+    assert resume.find_resume_checkpoint("auto", logs, "demo") == str(
+        logs / "demo/multiruns/t2/0/checkpoints/last.ckpt"
+    )
+    assert resume.find_resume_checkpoint("auto", logs, "nothing-yet") is None  # first launch: from scratch, logged
     # in a multirun each job only resumes itself (a re-queued SLURM job), never a sibling's checkpoint
     own = logs / "demo/multiruns/t2/0"
-    assert resume.resolve_ckpt_path("auto", logs, "demo", multirun=True, output_dir=own) == str(
+    assert resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=own) == str(
         own / "checkpoints/last.ckpt"
     )
-    assert resume.resolve_ckpt_path("auto", logs, "demo", multirun=True, output_dir=logs / "demo/x/1") is None
+    assert resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=logs / "demo/x/1") is None
     with pytest.raises(CheckpointError, match="no such file"):
-        resume.resolve_ckpt_path(str(tmp_path / "typo.ckpt"), logs, "demo")
+        resume.find_resume_checkpoint(str(tmp_path / "typo.ckpt"), logs, "demo")
 
 
 def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monkeypatch):

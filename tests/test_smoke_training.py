@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from cyclegan_lightning import CycleGAN
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 
 def test_tiny_run_writes_checkpoint_grid_and_logs(train_cfg, tmp_path: Path):
@@ -26,3 +26,18 @@ def test_tiny_run_writes_checkpoint_grid_and_logs(train_cfg, tmp_path: Path):
     model = CycleGAN.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")  # weights_only
     x = torch.rand(1, 3, 30, 30) * 2 - 1
     assert model(x, "a2b").shape == x.shape
+
+
+def test_tensorboard_gets_the_sample_grid_each_validation(train_cfg):
+    """logger=tensorboard: the labelled grid (the PNG's pixels) is in the event file, once per epoch."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = train_cfg("trainer.max_epochs=2", "logger=tensorboard")
+    run_training(cfg)
+    run = Path(cfg.paths.output_dir)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    images = events.Images("samples")
+    assert [im.step for im in images] == [1, 2]  # the epoch, as in epoch_0001.png
+    png = Image.open(run / "samples" / "epoch_0002.png")
+    assert (images[-1].width, images[-1].height) == png.size

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cyclegan_lightning.inference import LoadedGenerators, Translator
-from cyclegan_lightning.inference.tiling import _ramp, tile_starts, translate_padded, translate_tiled
+from cyclegan_lightning.inference.tiling import _ramp, tile_starts, translate_tiled
 from cyclegan_lightning.networks import ResnetGenerator, init_weights
+from cyclegan_lightning.networks.padding import translate_padded
 
 # Tiled vs untiled, stated tolerance (outputs in [-1, 1]; 128-pixel tiles, 64 overlap) for a ResNet with instance
 # norm on an image within stats_size (exact shared statistics): the only error left is each tile's cut receptive

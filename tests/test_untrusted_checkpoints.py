@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from cyclegan_lightning import CycleGAN
-from cyclegan_lightning import module as module_mod
-from cyclegan_lightning.checkpoint_safety import safe_load
+from cyclegan_lightning.checkpoints import format as checkpoint_format
+from cyclegan_lightning.checkpoints.generators import load_generators
+from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.errors import CheckpointError
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 
 class Payload:
@@ -79,10 +80,9 @@ def test_resume_refuses_payload_without_running_it(trained, tmp_path, train_cfg,
 
 def test_resume_inside_fit_also_loads_weights_only(trained, tmp_path, train_cfg, monkeypatch):
     """Even past the pre-check (patched away here), Lightning's own load runs with weights_only=True."""
-    import cyclegan_lightning.training as training_mod
+    import cyclegan_lightning.training.run as training_mod
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    monkeypatch.setattr(training_mod, "check_compatible", lambda *a, **k: None)
     monkeypatch.setattr(training_mod, "safe_load", lambda *a, **k: {})
     path, marker = _poisoned_copy(trained, tmp_path)
     with pytest.raises((pickle.UnpicklingError, CheckpointError)):
@@ -91,7 +91,7 @@ def test_resume_inside_fit_also_loads_weights_only(trained, tmp_path, train_cfg,
 
 
 def test_predict_loader_refuses_payload_without_running_it(trained, tmp_path, monkeypatch):
-    from cyclegan_lightning.inference.checkpoints import load_generators
+    from cyclegan_lightning.checkpoints.generators import load_generators
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path, marker = _poisoned_copy(trained, tmp_path)
@@ -137,14 +137,16 @@ def test_predict_script_refuses_payload(trained, tmp_path):
 
 def test_newer_format_is_refused_with_upgrade_hint(trained, tmp_path, train_cfg):
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
-    ckpt["cyclegan_lightning"]["format"] = module_mod.CHECKPOINT_FORMAT + 1
+    ckpt["cyclegan_lightning"]["format"] = checkpoint_format.CHECKPOINT_FORMAT + 1
     path = tmp_path / "future.ckpt"
     torch.save(ckpt, path)
-    for load in (
+    newer = checkpoint_format.CHECKPOINT_FORMAT + 1
+    for load in (  # one rule for every reader: loading a model, resuming, and loading generators (predict, export)
         lambda: CycleGAN.load_from_checkpoint(path, map_location="cpu"),
         lambda: run_training(train_cfg("trainer.max_epochs=2", f"ckpt_path={path}")),
+        lambda: load_generators(path),
     ):
-        with pytest.raises(CheckpointError, match=r"format 2, newer than this cyclegan-lightning reads.*Upgrade"):
+        with pytest.raises(CheckpointError, match=rf"format {newer}, newer than this .* reads.*Upgrade"):
             load()
 
 
@@ -152,8 +154,9 @@ def test_not_our_checkpoint_is_refused(trained, tmp_path):
     ckpt = torch.load(trained, map_location="cpu", weights_only=True)
     del ckpt["cyclegan_lightning"]
     torch.save(ckpt, tmp_path / "other.ckpt")
-    with pytest.raises(CheckpointError, match="not written by cyclegan_lightning"):
-        CycleGAN.load_from_checkpoint(tmp_path / "other.ckpt", map_location="cpu")
+    for load in (CycleGAN.load_from_checkpoint, load_generators):  # the marker rule holds for every reader
+        with pytest.raises(CheckpointError, match="not written by cyclegan_lightning"):
+            load(tmp_path / "other.ckpt")
 
 
 def test_other_architecture_is_refused_naming_what_differs(trained, tmp_path, train_cfg):

@@ -11,7 +11,7 @@ import wandb
 from PIL import Image
 from wandb_files import offline_runs
 
-from cyclegan_lightning.training import run_training
+from cyclegan_lightning.training.run import run_training
 
 
 @pytest.fixture(autouse=True)

@@ -18,12 +18,17 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning.data.datasets import (
-    BAD_IMAGE_POLICIES,
     SeededSampler,
     SingleDomainDataset,
     UnpairedImageDataset,
 )
-from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, find_images, image_size
+from cyclegan_lightning.data.images import (
+    IMG_EXTENSIONS,
+    ImageLoadError,
+    check_bad_image_policy,
+    find_images,
+    image_size,
+)
 from cyclegan_lightning.data.transforms import build_transform
 from cyclegan_lightning.errors import DataError
 
@@ -116,8 +121,7 @@ class UnpairedDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         if direction not in ("AtoB", "BtoA"):
             raise DataError(f"data.direction must be AtoB or BtoA, got {direction!r}")
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise DataError(f"data.on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        check_bad_image_policy(on_bad_image, "data.on_bad_image")
         if check_images not in CHECK_MODES:
             raise DataError(f"data.check_images must be one of {CHECK_MODES}, got {check_images!r}")
         if root is None and not (train_a and train_b):

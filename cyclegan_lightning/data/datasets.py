@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from cyclegan_lightning.data.images import ImageLoadError, load_image
+from cyclegan_lightning.data.images import ImageLoadError, check_bad_image_policy, load_image
 from cyclegan_lightning.data.transforms import ResizeTooLargeError
 
 log = logging.getLogger(__name__)
 
-BAD_IMAGE_POLICIES = ("skip", "fail")
 MAX_CONSECUTIVE_BAD = 20  # with policy "skip", give up when this many files in a row cannot be read
 
 
@@ -26,10 +25,9 @@ class _ImageReader:
     """Reads files of one domain, applying the bad-image policy: ``skip`` moves on to the next file."""
 
     def __init__(self, files: Sequence[Path], transform: Callable, channels: int, on_bad_image: str):
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.files = [str(f) for f in files]  # strings pickle cheaply into workers
-        self.transform, self.channels, self.on_bad_image = transform, channels, on_bad_image
+        self.transform, self.channels = transform, channels
+        self.on_bad_image = check_bad_image_policy(on_bad_image)
         self.bad: set[str] = set()  # files found bad in this process (each worker has its own)
 
     def read(self, index: int) -> tuple[torch.Tensor, str, int]:

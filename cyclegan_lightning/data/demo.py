@@ -11,7 +11,7 @@ because the grade is known, the ground truth of every held-out image is written 
 - ``truthB/<name of a testA file>`` = :func:`dusk` of that testA image (what A->B should produce);
 - ``truthA/<name of a testB file>`` = :func:`undusk` of that testB image (what B->A should produce).
 
-``cyclegan_lightning.paired_metrics.PairedMetrics`` scores translations against them (paired PSNR/SSIM).
+``cyclegan_lightning.evaluation.paired.PairedMetrics`` scores translations against them (paired PSNR/SSIM).
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.v2.functional import rgb_to_grayscale, to_pil_image
 
-from cyclegan_lightning.errors import DataError
+from cyclegan_lightning.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,16 @@ def _open_image(path: Path, failure: str) -> Iterator[Image.Image]:
         raise ImageLoadError(path, f"{failure} ({type(exc).__name__}: {exc})") from None
 
 
+BAD_IMAGE_POLICIES = ("skip", "fail")  # what an unreadable image does, in training data and in prediction inputs
+
+
+def check_bad_image_policy(policy: str, key: str = "on_bad_image") -> str:
+    """The one check of the bad-image policy: ``policy`` back, or a ``ConfigError`` naming the config ``key``."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"{key} must be one of {BAD_IMAGE_POLICIES}, got {policy!r}")
+    return policy
+
+
 def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
     """Decode ``path`` fully into a ``LoadedImage`` with ``channels`` (1 or 3) channels.
 
@@ -145,17 +156,37 @@ def load_image(path: str | Path, channels: int = 3) -> LoadedImage:
         img.seek(0)  # first frame of animations
         img = ImageOps.exif_transpose(img) or img
         img.load()
-        img, alpha = _normalise_mode(img)
-        arr = _to_float_array(img)
+        return loaded_from_pil(img, channels)
 
-    tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-    if channels == 3 and tensor.shape[0] == 1:
-        tensor = tensor.expand(3, -1, -1)
-    elif channels == 1 and tensor.shape[0] == 3:  # ITU-R 601-2 luma, as PIL's convert("L")
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        tensor = (tensor * weights).sum(0, keepdim=True)
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(..., C, H, W)`` with C 1 or 3 as ``channels`` channels: gray repeated to RGB, or RGB to luma (torchvision's
+    ``rgb_to_grayscale``, ITU-R 601-2)."""
+    have = images.shape[-3]
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    if have == 3 and channels == 1:
+        return rgb_to_grayscale(images)
+    raise ValueError(f"cannot turn {have}-channel images into {channels}-channel ones")
+
+
+def loaded_from_pil(img: Image.Image, channels: int = 3) -> LoadedImage:
+    """A decoded PIL image as a ``LoadedImage`` with ``channels`` channels: what ``load_image`` gives for a file."""
+    img, alpha = _normalise_mode(img)
+    tensor = torch.from_numpy(np.ascontiguousarray(_to_float_array(img))).permute(2, 0, 1)
     alpha_t = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None] if alpha is not None else None
-    return LoadedImage(tensor.contiguous(), alpha_t)
+    return LoadedImage(match_channels(tensor, channels).contiguous(), alpha_t)
+
+
+def to_pil(loaded: LoadedImage) -> Image.Image:
+    """8-bit PIL image of a [0, 1] (C, H, W) tensor (rounded, as ``save_image``), with its alpha as a fourth (or
+    second) channel if any."""
+    image = loaded.image
+    if loaded.alpha is not None and loaded.alpha.shape[-2:] == image.shape[-2:]:
+        image = torch.cat([image, loaded.alpha])
+    return to_pil_image(image.float().clamp(0, 1).mul(255).round().to(torch.uint8))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

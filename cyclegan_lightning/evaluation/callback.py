@@ -28,10 +28,10 @@ class FIDCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int = 0,  # 0 = off; else compute at the end of every N-th validation
+        every_n_epochs: int = 5,  # compute at the end of every N-th validation; 0 = off
         features: str = "inception",  # inception | random (plumbing checks only)
         inception_weights: str | None = None,  # default: torch hub cache, see evaluation.metrics
-        max_images: int | None = None,  # cap per domain (validation folders can be large)
+        max_images: int | None = 500,  # cap per domain (validation folders can be large); None: all
         kid_subset_size: int = 1000,
         download: bool = True,  # fetch the Inception weights into the hub cache on first use (see evaluation.metrics)
     ):

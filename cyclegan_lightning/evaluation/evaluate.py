@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
-from cyclegan_lightning.checkpoint_io import atomic_open
+from cyclegan_lightning.checkpoints.atomic import atomic_open
 from cyclegan_lightning.data.images import find_images, load_image
 from cyclegan_lightning.errors import ConfigError, DataError
 from cyclegan_lightning.evaluation.metrics import FidKid, psnr, ssim

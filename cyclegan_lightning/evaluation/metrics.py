@@ -23,7 +23,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from cyclegan_lightning.checkpoint_io import atomic_open
+from cyclegan_lightning.checkpoints.atomic import atomic_open
 from cyclegan_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)

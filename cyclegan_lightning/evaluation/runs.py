@@ -8,8 +8,10 @@ directory per job (``0/``, ``1/``, ...).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -135,19 +137,10 @@ def run_test_folders(run: Path) -> dict[str, str | None]:
     from cyclegan_lightning.config import register_resolvers
 
     register_resolvers()
-    text = cfg_file.read_text()
-    hydra_file = run / ".hydra" / "hydra.yaml"
-    if hydra_file.is_file():  # ${hydra:runtime.cwd} etc. take the values that run had
-        hydra_node = OmegaConf.load(hydra_file).get("hydra", {})
-
-        def lookup(m: re.Match) -> str:
-            value = OmegaConf.select(hydra_node, m.group(1), throw_on_resolution_failure=False)
-            return str(value) if value is not None else m.group(0)
-
-        text = re.sub(r"\$\{hydra:([\w.]+)\}", lookup, text)
-    cfg = OmegaConf.create(text)
+    cfg = OmegaConf.load(cfg_file)
     try:
-        data = OmegaConf.to_container(cfg.data, resolve=True)
+        with hydra_config_of(run):  # ${hydra:runtime.cwd} etc. take the values that run had
+            data = OmegaConf.to_container(cfg.data, resolve=True)
     except Exception as exc:  # noqa: BLE001
         raise DataError(
             f"run {run}: cannot resolve its data folders ({exc}); pass data_root=<folder with testA/ testB/>"
@@ -161,3 +154,24 @@ def run_test_folders(run: Path) -> dict[str, str | None]:
             "paired_b": folders["paired_a"],
         }
     return folders
+
+
+@contextlib.contextmanager
+def hydra_config_of(run: Path) -> Iterator[None]:
+    """Resolve ``${hydra:...}`` with the values of ``run`` (its ``.hydra/hydra.yaml``) instead of this process's:
+    Hydra's own resolver reads ``HydraConfig``, which is swapped in for the block and restored after it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        yield
+        return
+    setup_globals()  # registers the ${hydra:} resolver, as a Hydra app does at start
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+    instance.cfg = OmegaConf.create({"hydra": OmegaConf.load(hydra_file).get("hydra", {})})
+    try:
+        yield
+    finally:
+        instance.cfg = saved

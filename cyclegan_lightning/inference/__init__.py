@@ -1,7 +1,9 @@
 """Inference: load checkpoints (ours or the reference's), translate images of any size, export generators."""
 
-from .checkpoints import LoadedGenerators, load_generators
-from .translator import Translator, auto_device, build_translator, loaded_from_pil, to_pil
+from cyclegan_lightning.checkpoints.generators import LoadedGenerators, load_generators
+from cyclegan_lightning.data.images import loaded_from_pil, to_pil
+
+from .translator import Translator, auto_device, build_translator
 
 __all__ = [
     "LoadedGenerators",

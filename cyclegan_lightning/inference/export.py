@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cyclegan_lightning.errors import ConfigError, CycleGANError
-from cyclegan_lightning.inference.tiling import min_side, pad_to_multiple, size_multiple
+from cyclegan_lightning.networks.padding import min_side, pad_to_multiple, size_multiple
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
@@ -103,7 +103,7 @@ def check_export(
     fmt: str, path: Path, generator: nn.Module, sizes: list[tuple[int, int]], channels: int, atol: float = 1e-4
 ) -> float:
     """Largest |exported - eager| over random inputs of ``sizes`` (odd ones included); raises above ``atol``."""
-    from cyclegan_lightning.inference.tiling import translate_padded
+    from cyclegan_lightning.networks.padding import translate_padded
 
     worst = 0.0
     gen = generator.eval()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -21,9 +20,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cyclegan_lightning.data.images import IMG_EXTENSIONS, ImageLoadError, LoadedImage, find_images, load_image
+from cyclegan_lightning.checkpoints.atomic import atomic_open
+from cyclegan_lightning.data.images import (
+    IMG_EXTENSIONS,
+    ImageLoadError,
+    LoadedImage,
+    check_bad_image_policy,
+    find_images,
+    load_image,
+    to_pil,
+)
 from cyclegan_lightning.errors import ConfigError, DataError, OutputError
-from cyclegan_lightning.inference.translator import Translator, to_pil
+from cyclegan_lightning.inference.translator import Translator
 
 log = logging.getLogger(__name__)
 SAVE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -121,29 +129,22 @@ def plan_jobs(
 
 
 def save_atomic(loaded: LoadedImage, path: Path) -> None:
-    """Write through a temporary file in the same folder and rename: readers never see half a file."""
+    """Write through ``atomic_open`` (readers never see half a file); not fsynced: a folder of thousands of images
+    would wait on the disk for each, and an interrupted run is simply run again."""
     img = to_pil(loaded)
     if img.mode in ("RGBA", "LA") and path.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
         img = img.convert("RGB" if img.mode == "RGBA" else "L")  # these formats have no alpha
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            img.save(tmp, format="JPEG", quality=95)
-        else:
-            img.save(tmp, format=_pil_format(path))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # disk full, permission denied, read-only file system
-            raise OutputError(
-                f"cannot write {path}: {exc.strerror or exc}. Earlier outputs are intact; free space or fix the "
-                "folder's permissions, then run the same command again (finished images are skipped)."
-            ) from exc
-        raise
+        with atomic_open(path, "wb", fsync=False) as f:
+            if path.suffix.lower() in (".jpg", ".jpeg"):
+                img.save(f, format="JPEG", quality=95)
+            else:
+                img.save(f, format=_pil_format(path))
+    except OSError as exc:  # disk full, permission denied, read-only file system
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}. Earlier outputs are intact; free space or fix the "
+            "folder's permissions, then run the same command again (finished images are skipped)."
+        ) from exc
 
 
 def _pil_format(path: Path) -> str:
@@ -182,10 +183,8 @@ def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit:
         f"border='1'>{head}{''.join(rows)}</table></body></html>"
     )
     path = output_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=output_dir)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w", fsync=False) as f:
         f.write(page)
-    os.replace(tmp, path)
     return path
 
 
@@ -208,8 +207,7 @@ def run_prediction(
     ext = ext if ext.startswith(".") else f".{ext}"
     if ext.lower() not in SAVE_EXTENSIONS:
         raise ConfigError(f"ext={ext}: choose one of {', '.join(SAVE_EXTENSIONS)}")
-    if on_bad_image not in ("skip", "fail"):
-        raise ConfigError(f"on_bad_image must be skip or fail, got {on_bad_image!r}")
+    check_bad_image_policy(on_bad_image)
     directions = list(translator.directions) if direction == "both" else [direction]
     for d in directions:
         if d not in ("a2b", "b2a"):

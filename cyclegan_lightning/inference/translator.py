@@ -21,21 +21,20 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from cyclegan_lightning.data.images import LoadedImage, _normalise_mode, _to_float_array, load_image
+from cyclegan_lightning.checkpoints.generators import LoadedGenerators, load_generators
+from cyclegan_lightning.data.images import LoadedImage, load_image, loaded_from_pil, match_channels, to_pil
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
-from cyclegan_lightning.inference.checkpoints import LoadedGenerators, load_generators
 from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, onnx_session
-from cyclegan_lightning.inference.tiling import min_side, translate_tiled
+from cyclegan_lightning.inference.tiling import translate_tiled
+from cyclegan_lightning.networks.padding import min_side
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("a2b", "b2a")
 PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
 BACKENDS = ("auto", "eager", "compile", "onnxruntime")
 
@@ -160,16 +159,11 @@ class Translator:
         batch = x[None] if single else x
         want = self.channels_in(direction)
         if batch.shape[1] != want:
-            if batch.shape[1] == 1 and want == 3:
-                batch = batch.expand(-1, 3, -1, -1)
-            elif batch.shape[1] == 3 and want == 1:
-                batch = (batch * torch.tensor([0.299, 0.587, 0.114], device=batch.device).view(1, 3, 1, 1)).sum(
-                    1, keepdim=True
-                )
-            else:
+            if batch.shape[1] not in (1, 3):
                 raise ConfigError(
                     f"the {direction} generator takes {want}-channel images, got {batch.shape[1]} channels"
                 )
+            batch = match_channels(batch, want)
         x_in = batch.to(self.device, torch.float32) * 2 - 1
         with self._autocast():
             if self.tile_size and max(x_in.shape[-2:]) > self.tile_size:
@@ -211,40 +205,7 @@ class Translator:
         return self.translate_loaded([load_image(path, self.channels_in(direction))], direction)[0]
 
 
-def loaded_from_pil(img: Image.Image, channels: int = 3) -> LoadedImage:
-    """A PIL image as ``load_image`` would decode it from a file: same mode handling, alpha split off."""
-    img, alpha = _normalise_mode(img)
-    tensor = torch.from_numpy(np.ascontiguousarray(_to_float_array(img))).permute(2, 0, 1)
-    if channels == 3 and tensor.shape[0] == 1:
-        tensor = tensor.expand(3, -1, -1)
-    elif channels == 1 and tensor.shape[0] == 3:
-        tensor = (tensor * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-    alpha_t = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None] if alpha is not None else None
-    return LoadedImage(tensor.contiguous(), alpha_t)
-
-
-def to_pil(loaded: LoadedImage) -> Image.Image:
-    """8-bit PIL image of a [0, 1] (C, H, W) tensor, with its alpha as a fourth (or second) channel if any."""
-    arr = (loaded.image.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    if loaded.alpha is not None and loaded.alpha.shape[-2:] == arr.shape[-2:]:
-        arr = torch.cat([arr, (loaded.alpha.float().clamp(0, 1) * 255).round().to(torch.uint8)])
-    np_arr = arr.permute(1, 2, 0).numpy()
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[np_arr.shape[-1]]
-    return Image.fromarray(np_arr[..., 0] if mode == "L" else np_arr, mode)
-
-
 def build_translator(ckpt_path: str | Path, options) -> Translator:
-    """A Translator from a ``conf/translator`` node (or any mapping with its keys)."""
-    o = dict(options)
-    return Translator.from_checkpoint(
-        ckpt_path,
-        arch=o.get("arch", "auto"),
-        norm=o.get("norm"),
-        device=o.get("device", "auto"),
-        precision=str(o.get("precision", "32")),
-        tile_size=o.get("tile_size", 1024),
-        tile_overlap=o.get("tile_overlap", 128),
-        tile_batch_size=o.get("tile_batch_size", 1),
-        stats_size=o.get("stats_size", 1024),
-        backend=o.get("backend", "auto"),
-    )
+    """A Translator from a ``conf/translator`` node: its keys are ``from_checkpoint``'s and ``__init__``'s arguments,
+    whose signatures hold the defaults (the YAML repeats them so that each can be overridden by name)."""
+    return Translator.from_checkpoint(ckpt_path, **dict(options))

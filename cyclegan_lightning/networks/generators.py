@@ -217,7 +217,7 @@ class UnetGenerator(nn.Module):
         output_nc: int = 3,  # channels of the output domain
         num_downs: int = 8,  # 7 for 128x128 inputs, 8 for 256x256
         ngf: int = 64,  # filters in the outermost conv layer
-        norm: str = "batch",  # instance | batch | none
+        norm: str = "instance",  # instance | batch | none (pix2pix uses batch)
         use_dropout: bool = False,  # dropout 0.5 in the inner levels
     ):
         super().__init__()

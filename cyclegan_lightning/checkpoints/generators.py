@@ -23,7 +23,8 @@ import hydra
 import torch
 from torch import nn
 
-from cyclegan_lightning.checkpoint_safety import safe_load, state_mismatch
+from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
+from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.errors import CheckpointError
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
 
@@ -93,31 +94,28 @@ def load_generators(path: str | Path, arch: str = "auto", norm: str | None = Non
 
 # ---- Lightning checkpoints of our training --------------------------------------------------------------------
 def _from_lightning(path: Path, ckpt: dict, arch: str) -> LoadedGenerators:
-    from cyclegan_lightning.module import CHECKPOINT_FORMAT
-
-    fmt = (ckpt.get("cyclegan_lightning") or {}).get("format", 0)
-    if isinstance(fmt, int) and fmt > CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path} was written by a newer cyclegan-lightning (checkpoint format {fmt}, this version "
-            f"reads up to {CHECKPOINT_FORMAT}). Upgrade cyclegan-lightning to use it."
-        )
+    check_format(ckpt, f"checkpoint {path}")
     hp = ckpt["hyper_parameters"]
     spec = hp.get("generator")
     if not isinstance(spec, dict) or not str(spec.get("_target_", "")).startswith(ALLOWED_TARGET_PREFIX):
         raise CheckpointError(
-            f"checkpoint {path} is a Lightning checkpoint but not of a cyclegan_lightning.CycleGAN "
+            f"checkpoint {path} is a Lightning checkpoint but not of a cyclegan_lightning model "
             "(no generator spec in its hyper_parameters). Give a .ckpt written by train.py."
         )
     _check_arch(path, "unet" if "Unet" in spec["_target_"] else "resnet", arch)
     channels = {"a": int(hp.get("channels_a", 3)), "b": int(hp.get("channels_b", 3))}
-    state = {k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()}
+    state = strip_compiled_prefix(ckpt["state_dict"])
     gens = {}
     for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
-        net = hydra.utils.instantiate(spec, input_nc=channels[src], output_nc=channels[dst])
         prefix = f"gen_{direction}."
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            continue  # a one-way model (CUT) has no B->A generator
+        net = hydra.utils.instantiate(spec, input_nc=channels[src], output_nc=channels[dst])
         _load_strict(path, net, sub, f"generator {direction}")
         gens[direction] = net.eval()
+    if not gens:
+        raise CheckpointError(f"checkpoint {path} holds no generator weights (gen_a2b.*, gen_b2a.*).")
     info = {k: v for k, v in spec.items() if k != "_target_"} | {"arch": spec["_target_"].rsplit(".", 1)[-1]}
     return LoadedGenerators(gens, channels, "lightning", path, info)
 

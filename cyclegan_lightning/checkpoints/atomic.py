@@ -49,50 +49,39 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_open(path: _PATH, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit it is fsynced and renamed over ``path``, on any
-    exception it is removed, so ``path`` is either untouched or complete (downloads, reports)."""
+def atomic_open(path: _PATH, mode: str = "wb", fsync: bool = True) -> Iterator[IO]:
+    """The one atomic writer of the project: open a temporary file beside ``path``; on a clean exit it is renamed
+    over ``path`` (fsynced first, with its folder, unless ``fsync=False``), on any exception it is removed. So
+    ``path`` is either untouched or complete (checkpoints, downloads, reports, grids, predictions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 def atomic_torch_save(obj: Any, path: _PATH) -> None:
-    """``torch.save(obj, path)`` via temp file + fsync + ``os.replace``; raises ``CheckpointError`` on failure."""
+    """``torch.save(obj, path)`` through ``atomic_open``; raises ``CheckpointError`` saying what to do on failure."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(
-            f"cannot write checkpoint {path}: {exc}. Check that the folder is writable and has free space."
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            kept = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"
-            raise CheckpointError(
-                f"failed to write checkpoint {path} ({exc.strerror or exc}); {kept}. Free disk space (or point "
-                "paths.log_dir at a larger disk) and resume with ckpt_path=auto."
-            ) from exc
-        raise
-    _fsync_dir(path.parent)
+    except OSError as exc:
+        kept = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(
+            f"failed to write checkpoint {path} ({exc.strerror or exc}); {kept}. Check that the folder is writable "
+            "and has free space (or point paths.log_dir at a larger disk), then resume with ckpt_path=auto."
+        ) from exc
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

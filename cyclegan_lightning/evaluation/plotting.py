@@ -3,7 +3,7 @@ health metrics, paired PSNR/SSIM; whatever columns the run logged, one panel per
 
     python plot.py run=outputs/demo/runs/<time>            # writes <run>/plots/curves.png
 
-:class:`cyclegan_lightning.callbacks.PlotCurves` draws the same picture at the end of every training run.
+:class:`cyclegan_lightning.training.callbacks.PlotCurves` draws the same picture at the end of every training run.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cyclegan_lightning.callbacks import save_png_atomic
+    from cyclegan_lightning.training.callbacks import save_png_atomic
 
     series = read_metrics(csv_path)
 

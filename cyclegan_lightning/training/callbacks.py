@@ -1,18 +1,21 @@
-"""Callbacks of a CycleGAN run: a fixed grid of sample translations written each validation."""
+"""Callbacks of a training run: sample grids, training curves, a checkpoint on SIGTERM, per-rank seeds."""
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid, save_image
+
+from cyclegan_lightning.checkpoints.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +27,9 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
 
 
 def save_png_atomic(image: torch.Tensor, path: Path) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=f".{path.stem}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_image(image, tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``save_image`` through ``atomic_open``: a crash never leaves a half-written PNG."""
+    with atomic_open(path, "wb") as f:
+        save_image(image, f, format="png")
 
 
 ROW_NAMES = ("real A", "A->B", "A->B->A", "real B", "B->A", "B->A->B")  # the grid's rows, top to bottom
@@ -144,7 +140,7 @@ class PlotCurves(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         from lightning.pytorch.loggers import CSVLogger
 
-        from cyclegan_lightning.plotting import plot_metrics
+        from cyclegan_lightning.evaluation.plotting import plot_metrics
 
         if not trainer.is_global_zero:
             return
@@ -158,3 +154,42 @@ class PlotCurves(Callback):
                     return
                 log.info("training curves: %s", path)
                 return
+
+
+class CheckpointOnSigterm(Callback):
+    """On SIGTERM (sent by schedulers before pre-emption), save ``dirpath/filename`` and let the run end cleanly.
+
+    Lightning turns SIGTERM into a ``SIGTERMException`` at the end of the current batch (on every rank); this
+    callback writes the checkpoint then, atomically, so ``ckpt_path=auto`` continues from the next batch.
+    Lightning's ``OnExceptionCheckpoint`` does not fit: it saves on every exception (a crash would write over
+    ``last.ckpt``) and deletes its file at ``teardown``.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            log.warning("SIGTERM: saved %s at epoch %d; continue with ckpt_path=auto", self.path, trainer.current_epoch)
+
+
+class DistinctRankSeeds(Callback):
+    """Under DDP, reseed rank ``r`` with ``seed + r`` once the processes exist (``setup``).
+
+    ``seed_everything`` gives every rank the same seed, which is right for building identical networks, but the
+    networks' own random draws (dropout) should differ between ranks (the data's already do: ``SeededSampler``).
+    Single-process runs are left untouched; a resumed run restores each rank's saved states afterwards.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:  # not seed_everything: PL_GLOBAL_SEED must stay equal on all ranks, since
+            seed = self.seed + trainer.global_rank  # the DistributedSampler's shared shuffle is seeded from it
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)

@@ -12,12 +12,13 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cyclegan_lightning.checkpoint_safety import check_compatible, safe_load
+from cyclegan_lightning.checkpoints.loading import safe_load
+from cyclegan_lightning.checkpoints.run_state import WANDB_RUN_ID, RunState
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
-from cyclegan_lightning.resume import DistinctRankSeeds, read_wandb_run_id
-from cyclegan_lightning.resume import resolve_ckpt_path as _resolve_resume
-from cyclegan_lightning.run_lock import RunDirLock
+from cyclegan_lightning.training.callbacks import DistinctRankSeeds
+from cyclegan_lightning.training.resume import find_resume_checkpoint
+from cyclegan_lightning.training.run_lock import RunDirLock
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig | None = None) -> s
     log_dir = cfg.paths.log_dir if cfg is not None else None
     name = cfg.get("name") if cfg is not None else None
     output_dir = cfg.paths.output_dir if cfg is not None else None
-    return _resolve_resume(ckpt_path, log_dir, name, multirun=is_multirun(), output_dir=output_dir)
+    return find_resume_checkpoint(ckpt_path, log_dir, name, multirun=is_multirun(), output_dir=output_dir)
 
 
 def _refuse_multirun_spawning_ddp(trainer: L.Trainer) -> None:
@@ -72,17 +73,16 @@ def _is_wandb(target: str) -> bool:
         return False
 
 
-def _continue_wandb_run(cfg: DictConfig, ckpt_path: str | None) -> None:
+def _continue_wandb_run(cfg: DictConfig, checkpoint: dict) -> None:
     """When resuming, point a W&B logger with no explicit id at the run stored in the checkpoint."""
-    if ckpt_path is None or not cfg.get("logger"):
+    run_id = checkpoint.get(WANDB_RUN_ID)
+    if not run_id or not cfg.get("logger"):
         return
     for entry in cfg.logger.values():
         if isinstance(entry, DictConfig) and _is_wandb(entry.get("_target_", "")) and not entry.get("id"):
-            run_id = read_wandb_run_id(ckpt_path)
-            if run_id:
-                with open_dict(entry):
-                    entry.id, entry.resume = run_id, "allow"
-                log.info("W&B: continuing run %s", run_id)
+            with open_dict(entry):
+                entry.id, entry.resume = run_id, "allow"
+            log.info("W&B: continuing run %s", run_id)
 
 
 def _finish_wandb(loggers: list[Logger], exit_code: int, preempted: bool = False) -> None:
@@ -110,14 +110,15 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
-    _continue_wandb_run(cfg, ckpt_path)
+    if ckpt_path is not None:  # unsafe pickle or not a checkpoint: refused before anything runs. Memory-mapped, so
+        # only what is looked at is read; the format and architecture are checked by the model when fit loads it
+        _continue_wandb_run(cfg, safe_load(ckpt_path, mmap=True))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
-    if ckpt_path is not None:  # unsafe pickle, newer format, other architecture: refused before anything runs
-        check_compatible(model, safe_load(ckpt_path, mmap=True), ckpt_path)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    callbacks.append(RunState())  # every rank's random states and the W&B run id, in every checkpoint
     if cfg.get("seed") is not None:
-        callbacks.append(DistinctRankSeeds(cfg.seed))  # DDP: each rank its own data randomness
+        callbacks.append(DistinctRankSeeds(cfg.seed))  # DDP: each rank its own network randomness
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _refuse_multirun_spawning_ddp(trainer)

@@ -23,9 +23,10 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import Metric
 
+from cyclegan_lightning.directions import DIRECTIONS
+
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("a2b", "b2a")
 DECISION_THRESHOLD = {"lsgan": 0.5, "vanilla": 0.0}  # lsgan targets 1/0; vanilla outputs logits. wgangp: none
 DIVERSITY_SIZE = 32  # images are pooled to at most this side before comparing them (any input size works)
 

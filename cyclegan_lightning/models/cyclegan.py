@@ -1,0 +1,207 @@
+"""CycleGAN (Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks",
+ICCV 2017) as a LightningModule with manual optimization.
+
+Networks are named by what they do; the table maps them to the paper and the reference implementation, whose
+checkpoints users already have:
+
+=============  ===========================  =====  =========
+here           role                         paper  reference
+=============  ===========================  =====  =========
+``gen_a2b``    translates A to B            G      netG_A
+``gen_b2a``    translates B to A            F      netG_B
+``disc_a``     judges real vs fake A        D_X    netD_B
+``disc_b``     judges real vs fake B        D_Y    netD_A
+=============  ===========================  =====  =========
+
+Logged losses keep the same naming; the reference's printed names for the same quantities differ, and swap A/B
+for the identity and discriminator terms:
+
+===================  ========================================  =========
+logged here          what it is                                reference
+===================  ========================================  =========
+``train/g/gan_a2b``  D_b(gen_a2b(A)) judged real               ``G_A``
+``train/g/gan_b2a``  D_a(gen_b2a(B)) judged real               ``G_B``
+``train/g/cycle_a``  |gen_b2a(gen_a2b(A)) - A| (weighted)      ``cycle_A``
+``train/g/cycle_b``  |gen_a2b(gen_b2a(B)) - B| (weighted)      ``cycle_B``
+``train/g/idt_a``    |gen_b2a(A) - A| (weighted)               ``idt_B``
+``train/g/idt_b``    |gen_a2b(B) - B| (weighted)               ``idt_A``
+``train/d/a``        disc_a on real A vs pooled fake A         ``D_B``
+``train/d/b``        disc_b on real B vs pooled fake B         ``D_A``
+===================  ========================================  =========
+
+One training step follows the reference exactly: one forward of both cycles, the generator step with the
+discriminators frozen, then the discriminator step on pooled, detached fakes made before the generator step.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.evaluation.health import discriminator_accuracy
+from cyclegan_lightning.models.base import UnpairedTranslationModel
+from cyclegan_lightning.models.image_pool import ImagePool
+from cyclegan_lightning.models.losses import GANLoss, gradient_penalty
+from cyclegan_lightning.networks import set_activation_checkpointing
+
+
+class CycleGAN(UnpairedTranslationModel):
+    """Two generators, two discriminators, adversarial + cycle + identity losses, image pools, per-epoch LR decay.
+
+    ``generator`` and ``discriminator`` are plain dicts with a ``_target_`` (a network class) and its keyword
+    arguments, as in ``conf/model/generator/*.yaml``; channel counts come from ``channels_a``/``channels_b``.
+    Every hyperparameter is a plain value, so checkpoints load with torch's default ``weights_only=True``.
+    Validation, checkpoints, accumulation and the non-finite policy come from ``UnpairedTranslationModel``.
+    """
+
+    network_names = ("gen_a2b", "gen_b2a", "disc_a", "disc_b")
+
+    def __init__(
+        self,
+        generator: dict,  # {_target_: network class, **kwargs}, built twice (A->B, B->A)
+        discriminator: dict,  # {_target_: network class, **kwargs}, built twice (judges A, judges B)
+        channels_a: int = 3,  # image channels of domain A (1 or 3)
+        channels_b: int = 3,
+        gan_mode: str = "lsgan",  # lsgan | vanilla | wgangp
+        lambda_cycle: float = 10.0,  # weight of both cycle losses unless set per domain below
+        lambda_cycle_a: float | None = None,  # weight of A -> B -> A (reference lambda_A)
+        lambda_cycle_b: float | None = None,  # weight of B -> A -> B (reference lambda_B)
+        lambda_identity: float = 0.5,  # relative: identity weight = lambda_identity * lambda_cycle of that domain
+        lambda_gp: float = 10.0,  # gradient-penalty weight, used with gan_mode=wgangp only
+        pool_size: int = 50,  # fakes stored per domain for the discriminators; 0 disables
+        lr: float = 2e-4,  # initial learning rate of both optimizers
+        betas: tuple[float, float] = (0.5, 0.999),  # Adam betas
+        lr_policy: str = "linear",  # linear | step | cosine | cosine_full, stepped once per epoch (schedulers.py)
+        n_epochs: int = 100,  # epochs at the initial LR (linear policy)
+        n_epochs_decay: int = 100,  # epochs of linear decay to zero that follow
+        lr_step_epochs: int = 50,  # step policy: multiply by lr_gamma every this many epochs
+        lr_gamma: float = 0.1,
+        init_type: str = "normal",  # normal | xavier | kaiming | orthogonal
+        init_gain: float = 0.02,
+        gradient_clip_val: float | None = None,  # clip each optimizer's gradient norm (after AMP unscaling)
+        nonfinite_policy: str = "stop",  # stop | skip: a NaN/Inf loss, checked before backward, stops or skips the step
+        # ---- speed levers (measured in docs/performance.md; none changes the saved weights' keys) ----
+        channels_last: bool = False,  # NHWC weights/activations: pays on tensor-core GPUs, slower on CPUs
+        compile_generators: bool = False,  # torch.compile both generators in place (gen.compile(), keys unchanged)
+        adam_impl: str | None = None,  # None (torch's choice) | foreach | fused: Adam implementation of both optimizers
+        identity_init_steps: int = 0,  # before a fresh fit, train both generators this many steps to copy their input
+        # ---- memory levers (docs/scaling.md, "High resolution"); neither changes the saved weights' keys ----
+        activation_checkpointing: bool = False,  # recompute the generators' residual blocks / U-Net levels in backward
+        accumulate_grad_batches: int = 1,  # each optimizer steps once per this many batches, on their summed grads
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # run_training logs the whole resolved config once
+        self.check_common_hparams()
+        if lambda_identity > 0 and channels_a != channels_b:
+            raise ConfigError(
+                f"identity loss needs equal channels in both domains (got A={channels_a}, B={channels_b}); "
+                "set model.lambda_identity=0"
+            )
+        self.gen_a2b = self.build_network(generator, input_nc=channels_a, output_nc=channels_b)
+        self.gen_b2a = self.build_network(generator, input_nc=channels_b, output_nc=channels_a)
+        self.disc_a = self.build_network(discriminator, input_nc=channels_a)
+        self.disc_b = self.build_network(discriminator, input_nc=channels_b)
+        self.gan_loss = GANLoss(gan_mode)
+        self.lambda_a = lambda_cycle if lambda_cycle_a is None else lambda_cycle_a
+        self.lambda_b = lambda_cycle if lambda_cycle_b is None else lambda_cycle_b
+        self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
+        self.init_validation_metrics(channels_a, channels_b)
+        if activation_checkpointing:
+            for gen in (self.gen_a2b, self.gen_b2a):
+                set_activation_checkpointing(gen)
+
+    @property
+    def image_pools(self) -> dict[str, ImagePool]:
+        return {"a": self.pool_a, "b": self.pool_b}
+
+    # ---- losses (pure: no optimizer, unit-testable) --------------------------------------------------------------
+    def generator_losses(self, real_a, real_b, fake_a, fake_b, rec_a, rec_b) -> dict[str, torch.Tensor]:
+        """Adversarial, cycle and identity losses of both generators, and their weighted sum ``total``."""
+        losses = {
+            "gan_a2b": self.gan_loss(self.disc_b(fake_b), True),
+            "gan_b2a": self.gan_loss(self.disc_a(fake_a), True),
+            "cycle_a": F.l1_loss(rec_a, real_a) * self.lambda_a,
+            "cycle_b": F.l1_loss(rec_b, real_b) * self.lambda_b,
+        }
+        lambda_idt = self.hparams.lambda_identity
+        if lambda_idt > 0:  # a generator fed an image of its own output domain should leave it unchanged
+            losses["idt_a"] = F.l1_loss(self.gen_b2a(real_a), real_a) * self.lambda_a * lambda_idt
+            losses["idt_b"] = F.l1_loss(self.gen_a2b(real_b), real_b) * self.lambda_b * lambda_idt
+        losses["total"] = sum(losses.values())
+        return losses
+
+    def discriminator_losses(self, real_a, real_b, fake_a, fake_b) -> dict[str, torch.Tensor]:
+        """Each discriminator: 0.5 * (real -> 1, fake -> 0) [+ gradient penalty], on detached fakes; also the
+        fraction of its patch decisions that are right (``acc_real_*``, ``acc_fake_*``: health signals, no grad)."""
+        losses = {}
+        for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
+            fake = fake.detach()
+            pred_real = disc(real)
+            loss_real = self.gan_loss(pred_real, True)
+            pred_fake = disc(fake)
+            loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
+            for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
+                acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
+                if acc is not None:
+                    losses[f"acc_{kind}_{name}"] = acc
+            if self.hparams.gan_mode == "wgangp":
+                with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
+                    gp = gradient_penalty(disc, real.float(), fake.float())
+                losses[f"gp_{name}"] = gp
+                loss = loss + self.hparams.lambda_gp * gp
+            losses[name] = loss
+        losses["total"] = losses["a"] + losses["b"]
+        return losses
+
+    # ---- training ------------------------------------------------------------------------------------------------
+    def _set_discriminators_trainable(self, trainable: bool) -> None:
+        for p in itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()):
+            p.requires_grad_(trainable)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        stepping = self.closes_accumulation_window(batch_idx)
+        if batch_idx % self.hparams.get("accumulate_grad_batches", 1) == 0:  # a window opens (k=1: every batch);
+            opt_g.zero_grad(set_to_none=True)  # a non-finite batch leaves no stale gradients
+            opt_d.zero_grad(set_to_none=True)
+        real_a, real_b = batch["a"], batch["b"]
+        fake_b = self.gen_a2b(real_a)
+        rec_a = self.gen_b2a(fake_b)
+        fake_a = self.gen_b2a(real_b)
+        rec_b = self.gen_a2b(fake_a)
+
+        self._set_discriminators_trainable(False)  # gradients flow through D to G, but D is not updated
+        g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
+        if not self.losses_finite(g_losses, "g", batch_idx):  # checked before backward: weights stay clean
+            self._set_discriminators_trainable(True)
+            return  # skip the whole batch: the fakes feeding the discriminators are suspect too
+        self.backward_scaled(g_losses["total"], stepping)
+        if stepping:
+            with self.loss_scale_kept(opt_d):
+                opt_g.step()
+        self._set_discriminators_trainable(True)
+
+        d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
+        d_ok = self.losses_finite(d_losses, "d", batch_idx)
+        if d_ok:
+            self.backward_scaled(d_losses["total"], stepping)
+            if stepping:
+                opt_d.step()
+            self.batch_was_finite()
+        else:
+            d_losses = {}  # not logged: one NaN would poison the epoch means
+
+        logged = {f"train/g/{k}": v.detach() for k, v in g_losses.items()}
+        logged |= {f"train/d/{k}": v.detach() for k, v in d_losses.items()}
+        self.log_dict(logged, batch_size=real_a.shape[0])
+        bar = {"g": g_losses["total"].detach()} | ({"d": d_losses["total"].detach()} if d_ok else {})
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=real_a.shape[0])
+        self.log_skipped_images(batch)
+
+    def configure_optimizers(self):
+        opt_g = self.adam(self.gen_a2b, self.gen_b2a)
+        opt_d = self.adam(self.disc_a, self.disc_b)
+        return [opt_g, opt_d], self.build_schedulers((opt_g, opt_d))

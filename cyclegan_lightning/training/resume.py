@@ -1,0 +1,73 @@
+"""Resume a run exactly: which checkpoint to continue from (``ckpt_path=auto``).
+
+What makes the continuation exact is saved by each owner: Lightning (weights, optimizers, LR schedulers, loop
+counters, callbacks), the data module (its seed and the position in the epoch: the training data is a pure
+function of (seed, epoch, rank, sample index), whatever the number of workers, ``SeededSampler``), the model (its
+image pools, per DDP rank) and the ``RunState`` callback (every rank's random states, the W&B run id:
+``checkpoints/run_state.py``).
+
+Sanity-check validation runs inside Lightning's ``isolate_rng``, so it does not disturb the restored states.
+End-of-epoch and mid-epoch checkpoints (SIGTERM, SIGUSR1 on SLURM) resume bitwise on CPU, with any number of
+workers before and after (``tests/test_resume.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from cyclegan_lightning.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+RESOLVED_ENV = "CYCLEGAN_RESUMED_FROM"  # rank 0's choice, inherited by the DDP processes it launches
+
+
+# ---- which checkpoint ------------------------------------------------------------------------------------------
+def find_last_checkpoint(log_dir: str | Path, name: str) -> Path | None:
+    """Newest ``last.ckpt`` (by modification time) of experiment ``name``: ``<log_dir>/<name>/**/checkpoints/``."""
+    root = Path(log_dir) / name
+    found = [p for p in root.glob("**/checkpoints/last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def find_resume_checkpoint(
+    ckpt_path: str | None,
+    log_dir: str | Path | None = None,
+    name: str | None = None,
+    multirun: bool = False,
+    output_dir: str | Path | None = None,
+) -> str | None:
+    """``None`` -> ``None``; ``auto`` -> newest ``last.ckpt`` of ``name`` or ``None``; a file -> its path.
+
+    Lightning's own ``ckpt_path="last"`` only looks in the current run's folder, which Hydra makes new for each
+    launch, so it would silently start from scratch; ``auto`` searches the whole experiment. In a multirun, each
+    job resumes only from its own folder (``output_dir``): a job re-queued by the SLURM launcher continues
+    itself, and the jobs of a new sweep start fresh instead of all resuming one checkpoint.
+    """
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == AUTO:
+        inherited = os.environ.get(RESOLVED_ENV)
+        if inherited is not None and os.environ.get("LOCAL_RANK", "0") != "0":
+            return inherited or None  # a DDP child: use what rank 0 chose
+        if multirun:
+            own = Path(output_dir) / "checkpoints" / "last.ckpt"
+            found, where = (own if own.is_file() else None), own.parent
+        else:
+            found, where = find_last_checkpoint(log_dir, name), Path(log_dir) / name
+        os.environ[RESOLVED_ENV] = str(found or "")
+        if found is None:
+            log.warning("ckpt_path=auto: no last.ckpt under %s; starting from scratch", where)
+            return None
+        log.info("ckpt_path=auto: resuming from %s", found)
+        return str(found)
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: no such file. Give the path of a .ckpt written by train.py, or "
+            "ckpt_path=auto for the newest last.ckpt of this experiment."
+        )
+    return str(path)

@@ -1,0 +1,92 @@
+"""One source of truth for defaults: the constructor's signature. The YAML of each config group repeats every
+argument (so each can be overridden by name on the command line) with the signature's value; this test fails when
+the two drift apart, when a YAML key is not an argument (a typo), or when an argument cannot be overridden."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import hydra
+import pytest
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+META = {"_target_", "_recursive_", "_convert_", "_partial_", "defaults"}
+SUPPLIED = {"loaded", "path", "input_nc", "output_nc"}  # filled in by the code that builds the object, not the YAML
+
+# (config file, the class or function its keys mirror when it has no _target_, keys that are the preset's reason to
+# exist and so differ on purpose)
+FILES = [
+    ("model/cyclegan.yaml", None, set()),
+    ("data/unpaired.yaml", None, set()),
+    ("translator/default.yaml", "cyclegan_lightning.inference.Translator", set()),
+    ("model/generator/resnet_9blocks.yaml", None, set()),
+    ("model/generator/resnet_6blocks.yaml", None, {"n_blocks"}),
+    ("model/generator/unet_64.yaml", None, {"num_downs"}),
+    ("model/generator/unet_128.yaml", None, {"num_downs"}),
+    ("model/generator/unet_256.yaml", None, {"num_downs"}),
+    ("model/discriminator/basic.yaml", None, set()),
+    ("model/discriminator/n_layers.yaml", None, {"n_layers"}),
+    ("model/discriminator/pixel.yaml", None, set()),
+]
+CALLBACK_FILES = sorted(p.relative_to(CONF).as_posix() for p in (CONF / "callbacks").glob("*.yaml"))
+
+
+def signature_defaults(target) -> dict[str, object]:
+    """Every keyword argument of ``target`` (a class: ``__init__``, plus ``from_checkpoint`` when it has one)."""
+    functions = [target.__init__, getattr(target, "from_checkpoint", None)] if inspect.isclass(target) else [target]
+    found = {}
+    for fn in filter(None, functions):
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in ("self", "cls"):
+                found[name] = p.default
+    return found
+
+
+def normalise(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def compare(node: dict, target, deliberate: set[str], where: str, complete: bool) -> list[str]:
+    defaults = signature_defaults(hydra.utils.get_object(target) if isinstance(target, str) else target)
+    problems = []
+    for key, value in node.items():
+        if key in META:
+            continue
+        if key not in defaults:
+            problems.append(f"{where}: {key} is not an argument of {target}")
+        elif isinstance(value, str) and "${" in value or key in deliberate or isinstance(value, dict):
+            continue  # interpolated from elsewhere, a preset's defining key, or a nested network spec
+        elif defaults[key] is inspect.Parameter.empty:
+            continue  # required argument: the YAML gives it
+        elif normalise(value) != normalise(defaults[key]):
+            problems.append(f"{where}: {key}={value!r} but the signature says {defaults[key]!r}")
+    if complete:
+        groups = {next(iter(d)) for d in node.get("defaults", []) if isinstance(d, dict)}
+        missing = [k for k in defaults if k not in node and k not in groups and k not in SUPPLIED]
+        problems += [f"{where}: argument {k} is missing, so it cannot be overridden by name" for k in missing]
+    return problems
+
+
+@pytest.mark.parametrize(("file", "target", "deliberate"), FILES, ids=[f for f, _, _ in FILES])
+def test_group_yaml_repeats_the_signature_defaults(file, target, deliberate):
+    node = OmegaConf.to_container(OmegaConf.load(CONF / file))
+    problems = compare(node, target or node["_target_"], deliberate, file, complete=True)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("file", CALLBACK_FILES)
+def test_callback_yaml_agrees_with_our_callbacks(file):
+    node = OmegaConf.to_container(OmegaConf.load(CONF / file))
+    problems = []
+    for name, entry in node.items():
+        if isinstance(entry, dict) and str(entry.get("_target_", "")).startswith("cyclegan_lightning."):
+            problems += compare(entry, entry["_target_"], set(), f"{file}:{name}", complete=False)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_check_catches_a_drifted_default():
+    node = {"_target_": "cyclegan_lightning.models.CycleGAN", "lambda_cycle": 5.0, "lamda_gp": 1.0}
+    problems = compare(node, node["_target_"], set(), "x.yaml", complete=False)
+    assert any("lambda_cycle=5.0" in p for p in problems) and any("lamda_gp is not an argument" in p for p in problems)
