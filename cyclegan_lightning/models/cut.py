@@ -192,7 +192,7 @@ class CUT(UnpairedTranslationModel):
             with self.loss_scale_kept(opt_g, opt_f):
                 opt_d.step()
 
-        self.set_trainable(self.disc_b, False)  # scored by the D just updated; gradients reach G, D is not updated
+        self.set_trainable(False, self.disc_b)  # scored by the D just updated; gradients reach G, D is not updated
         g_losses = self.generator_losses(real_a, real_b, fake_b, idt_b, flipped)
         g_ok = self.losses_finite(g_losses, "g", batch_idx)
         if g_ok:
@@ -202,7 +202,7 @@ class CUT(UnpairedTranslationModel):
                     opt_g.step()
                 opt_f.step()
             self.batch_was_finite()
-        self.set_trainable(self.disc_b, True)
+        self.set_trainable(True, self.disc_b)
         self.log_losses(g_losses if g_ok else {}, d_losses, real_a.shape[0])
         self.log_skipped_images(batch)
 
