@@ -183,7 +183,8 @@ def test_only_resnet_generators_and_encoder_layers_are_accepted():
 
 
 # ---- the real config, end to end: train.py model=cut / fastcut, resume, predict, evaluate, export, sample grid ----
-CUT_RUN = ["logger=csv", "trainer.max_epochs=1"]
+SMALL_NCE = ["model.nce_layers=[0,4,8,10]", "model.num_patches=16", "model.projection_dim=16"]  # TINY's 1-block G
+CUT_RUN = ["logger=csv", "trainer.max_epochs=1", *SMALL_NCE]
 
 
 @pytest.fixture(scope="module")
@@ -195,20 +196,31 @@ def cut_run(tmp_path_factory) -> tuple[Path, Path]:
     return root, base / "run"
 
 
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    from cyclegan_lightning.data.demo import build_demo_dataset
+
+    return build_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", n_train=4, n_test=2)
+
+
 @pytest.mark.parametrize("model", ["cut", "fastcut"])
-def test_train_py_trains_the_demo_with_cut_and_fastcut(model, tmp_path):
+def test_train_py_trains_the_demo_with_cut_and_fastcut(model, demo_root, tmp_path):
     """``python train.py model=cut`` (the demo experiment) composes with a ResNet generator and trains, shrunk."""
     cfg = compose_train_cfg(
         [
             f"model={model}",
-            f"data.root={tmp_path}/demo",
+            f"data.root={demo_root}",
             "trainer.max_epochs=2",
             "+trainer.limit_train_batches=2",
             "+trainer.limit_val_batches=1",
             "model.generator.n_blocks=2",
+            "model.generator.ngf=8",
+            "model.discriminator.ndf=8",
             "model.nce_layers=[0,4,8,10,11]",
             "model.num_patches=16",
+            "model.projection_dim=16",
             "model.identity_init_steps=2",
+            "callbacks.sample_grid.n_images=2",
             "data.num_workers=0",
             "data.persistent_workers=false",
             "trainer.accelerator=cpu",
@@ -230,7 +242,7 @@ def test_train_py_trains_the_demo_with_cut_and_fastcut(model, tmp_path):
 def test_cut_resume_is_bitwise_exact(tmp_path):
     """2 epochs straight == 1 epoch, then resume for the 2nd: weights, F, Adam moments, LR and the patch RNG."""
     data = make_dataset(tmp_path / "data")
-    common = [f"data.root={data}", "model=cut", "logger=csv", "model.lambda_nce=10"]
+    common = [f"data.root={data}", "model=cut", "logger=csv", "model.lambda_nce=10", *SMALL_NCE]
 
     def run(name: str, *overrides: str) -> dict:
         run_training(compose_train_cfg([*common, *overrides], tmp_path / name))
