@@ -49,9 +49,13 @@ def test_ddp_cpu_two_ranks_split_data_and_end_identical(ddp_run: Path):
     assert ranks[0]["weights"] == ranks[1]["weights"]
     ckpt = torch.load(ddp_run / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state_hash(ckpt["state_dict"]) == ranks[0]["weights"]
-    # each rank's own image pool and random state is in the checkpoint (gathered to rank 0)
-    pools = [s["image_pools"]["a"]["images"] for s in ckpt["rank_states"]]
+    # each rank's own image pool and random state is in the checkpoint (gathered to rank 0), once
+    pools = [s["a"]["images"] for s in ckpt["image_pools"]]
     assert len(pools) == 2 and not torch.equal(pools[0][0], pools[1][0])
+    assert len(ckpt["rng_states"]) == 2 and not torch.equal(
+        ckpt["rng_states"][0]["torch"], ckpt["rng_states"][1]["torch"]
+    )
+    assert "rank_states" not in ckpt
 
 
 def test_ddp_writes_one_set_of_outputs(ddp_run: Path):
@@ -108,7 +112,7 @@ def test_ddp_resume_restores_each_ranks_pools_and_rng(ddp_run: Path):
         torch.load(ddp_run / n / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
         for n in ("straight", "resumed")
     )
-    for sa, sb in zip(a["rank_states"], b["rank_states"], strict=True):
+    for sa, sb in zip(a["image_pools"], b["image_pools"], strict=True):
         for d in "ab":
-            pool_a, pool_b = sa["image_pools"][d]["images"], sb["image_pools"][d]["images"]
+            pool_a, pool_b = sa[d]["images"], sb[d]["images"]
             assert len(pool_a) == len(pool_b) == 2 and all(torch.equal(x, y) for x, y in zip(pool_a, pool_b))

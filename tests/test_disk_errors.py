@@ -19,7 +19,6 @@ from PIL import Image
 
 from cyclegan_lightning.checkpoints import atomic as checkpoint_io
 from cyclegan_lightning.errors import CheckpointError, CycleGANError, OutputError
-from cyclegan_lightning.training import callbacks as callbacks_mod
 from cyclegan_lightning.training.run import run_training
 
 
@@ -71,23 +70,23 @@ def test_permission_denied_on_the_checkpoint_folder(train_cfg, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
 
     monkeypatch.setattr(checkpoint_io.tempfile, "mkstemp", mkstemp)
-    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*\.ckpt.*Permission denied"):
+    with pytest.raises(CheckpointError, match=r"failed to write checkpoint .*\.ckpt \(Permission denied\).*writable"):
         run_training(train_cfg("trainer.max_epochs=1"))
 
 
 # ---- sample grids --------------------------------------------------------------------------------------------------
 def test_disk_full_while_writing_a_sample_grid_keeps_earlier_grids(train_cfg, monkeypatch, caplog):
-    real = callbacks_mod.save_image
+    real = checkpoint_io.save_image
     calls = {"n": 0}
 
     def save_image(image, fp, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 2:  # epoch 1 wrote epoch_0001.png and latest.png; epoch 2 hits the full disk
-            Path(fp).write_bytes(b"\x89PNG half")
-            raise _enospc(fp)
+            fp.write(b"\x89PNG half")  # into the temporary file the grid is written through
+            raise _enospc(fp.name)
         return real(image, fp, *args, **kwargs)
 
-    monkeypatch.setattr(callbacks_mod, "save_image", save_image)
+    monkeypatch.setattr(checkpoint_io, "save_image", save_image)
     cfg = train_cfg("trainer.max_epochs=2")
     samples = Path(cfg.paths.output_dir) / "samples"
     with caplog.at_level(logging.ERROR):
@@ -124,8 +123,8 @@ def test_disk_full_during_prediction_keeps_finished_outputs_and_resumes(tmp_path
     def save(self, fp, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:  # the 4th output hits the full disk mid-write
-            Path(fp).write_bytes(b"\x89PNG half")
-            raise _enospc(fp)
+            fp.write(b"\x89PNG half")
+            raise _enospc(fp.name)
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", save)

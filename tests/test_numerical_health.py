@@ -10,7 +10,7 @@ import torch
 from probes import bare_trainer
 
 from cyclegan_lightning.errors import ConfigError, NumericalError
-from cyclegan_lightning.models import cyclegan as module_mod
+from cyclegan_lightning.models import base as module_mod
 from cyclegan_lightning.models.cyclegan import CycleGAN
 from cyclegan_lightning.training.run import run_training
 

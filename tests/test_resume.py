@@ -39,7 +39,7 @@ def _assert_same_training_state(a: dict, b: dict, pools: bool = True) -> None:
                 assert torch.equal(value, opt_b["state"][pid][key]), (pid, key)
     assert a["lr_schedulers"] == b["lr_schedulers"]
     for domain in "ab" if pools else "":  # CUT has no pools
-        pool_a, pool_b = a["image_pools"][domain], b["image_pools"][domain]
+        pool_a, pool_b = a["image_pools"][0][domain], b["image_pools"][0][domain]  # one process: one entry
         assert len(pool_a["images"]) == len(pool_b["images"]) == 2
         assert all(torch.equal(x, y) for x, y in zip(pool_a["images"], pool_b["images"]))
         assert torch.equal(pool_a["rng_state"], pool_b["rng_state"])

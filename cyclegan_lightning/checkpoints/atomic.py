@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes: a crash, kill or full disk during a save never leaves a truncated ``last.ckpt``.
+"""Atomic file writes: a crash, kill or full disk during a save never leaves a truncated file (``last.ckpt``, a grid,
+a prediction, a report, a download). ``atomic_open`` is the one implementation; the rest are thin uses of it.
 
 Lightning's ``TorchCheckpointIO`` serializes to memory and then writes the target file in place, so a process
 killed mid-write (or a disk that fills up) leaves a partial file where the previous good checkpoint was.
@@ -24,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torchvision.utils import save_image
 
 from cyclegan_lightning.errors import CheckpointError
 
@@ -82,6 +84,12 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
             f"failed to write checkpoint {path} ({exc.strerror or exc}); {kept}. Check that the folder is writable "
             "and has free space (or point paths.log_dir at a larger disk), then resume with ckpt_path=auto."
         ) from exc
+
+
+def save_png_atomic(image: torch.Tensor, path: _PATH) -> None:
+    """``torchvision.utils.save_image`` (float (3, H, W) in [0, 1]) through ``atomic_open``: never half a PNG."""
+    with atomic_open(path, "wb") as f:
+        save_image(image, f, format="png")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

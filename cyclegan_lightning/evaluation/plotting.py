@@ -78,7 +78,7 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cyclegan_lightning.training.callbacks import save_png_atomic
+    from cyclegan_lightning.checkpoints.atomic import save_png_atomic
 
     series = read_metrics(csv_path)
 

@@ -13,9 +13,9 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from cyclegan_lightning.checkpoints.atomic import atomic_open
+from cyclegan_lightning.checkpoints.atomic import save_png_atomic
 from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,6 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images (1 or 3 channels) -> float32 RGB in [0, 1], the range loggers and PNG writers expect."""
     images = ((images.detach().float() + 1) / 2).clamp(0, 1)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
-def save_png_atomic(image: torch.Tensor, path: Path) -> None:
-    """``save_image`` through ``atomic_open``: a crash never leaves a half-written PNG."""
-    with atomic_open(path, "wb") as f:
-        save_image(image, f, format="png")
 
 
 ROW_NAMES = ("real A", "A->B", "A->B->A", "real B", "B->A", "B->A->B")  # the grid's rows, top to bottom

@@ -1,0 +1,85 @@
+"""The package's layout rules, checked on the source: no import cycle between modules, and the models (the
+LightningModules) import no run machinery (``training/``, ``checkpoints/run_state.py``, loggers)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cyclegan_lightning"
+RUN_MACHINERY = ("cyclegan_lightning.training", "cyclegan_lightning.checkpoints.run_state", "lightning.pytorch.loggers")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, top_level_only: bool) -> set[str]:
+    """Modules ``path`` imports (``from x import y`` counts as ``x.y`` when that is a module, else ``x``)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def graph(top_level_only: bool) -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {
+        name: {m for m in imports_of(path, top_level_only) if m in modules} - {name} for name, path in modules.items()
+    }
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_between_modules():
+    edges = graph(top_level_only=False)  # deferred imports inside functions count too
+    # a package's __init__ re-exporting its submodules is not a cycle of the submodules themselves
+    edges = {k: {m for m in v if not (k.startswith(m + ".") and m in edges)} for k, v in edges.items()}
+    assert find_cycle(edges) is None, " -> ".join(find_cycle(edges) or [])
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_models_import_no_run_machinery():
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / "models").glob("*.py")
+        for name in imports_of(path, top_level_only=False)
+        if name.startswith(RUN_MACHINERY)
+    ]
+    assert not offenders, offenders
