@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,20 @@ def timing(run: Path) -> dict[str, float]:
     return out
 
 
+def train_one(label: str, cmd: list[str], run: Path, threads: int) -> None:
+    """One ``train.py`` run with ``threads`` intra-op threads; a failure is logged with its output kept."""
+    log.info("%s: %s", label, shlex.join(["python", *cmd]))
+    start = time.perf_counter()
+    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / "ablation_error.log", proc.stdout[-5000:] + proc.stderr[-20000:])
+        log.warning("%s failed (exit %d): see %s", label, proc.returncode, run / "ablation_error.log")
+    else:
+        log.info("%s: %.0f s", label, time.perf_counter() - start)
+
+
 def mean_spread(values: list[float], digits: int | None = None) -> str:
     if not values:
         return "-"
@@ -142,6 +157,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the offline datasets are built")
     parser.add_argument("--skip-done", action="store_true", help="keep runs that already have a last.ckpt")
     parser.add_argument("--override", action="append", default=[], help="extra train.py override for every run")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each with cores/jobs threads (OMP_NUM_THREADS)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     chosen = [v for v in VARIANTS if args.variants == "all" or v[0] in args.variants.split(",")]
@@ -153,11 +171,12 @@ def main(argv: list[str] | None = None) -> Path:
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
 
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     load = os.getloadavg()[0]
     results: dict[str, dict[str, list[dict]]] = {}
     for dataset in args.datasets:
         data = build_demo_dataset(dataset_root(data_dir, DATASETS[dataset]), task=DATASETS[dataset])
-        runs = []
+        runs, todo = [], []
         for name, overrides in chosen:
             for seed in args.seeds:
                 run = run_dir(out, dataset, name, seed)
@@ -165,16 +184,10 @@ def main(argv: list[str] | None = None) -> Path:
                 if args.skip_done and (run / "checkpoints" / "last.ckpt").is_file():
                     log.info("[%s] %s seed %d: done already, kept", dataset, name, seed)
                 else:
-                    log.info("[%s] %s seed %d: %s", dataset, name, seed, shlex.join(["python", *cmd]))
-                    start = time.perf_counter()
-                    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True)
-                    if proc.returncode != 0:
-                        run.mkdir(parents=True, exist_ok=True)
-                        write_text_atomic(run / "ablation_error.log", proc.stdout[-5000:] + proc.stderr[-20000:])
-                        log.warning("  failed (exit %d): see %s", proc.returncode, run / "ablation_error.log")
-                    else:
-                        log.info("  %.0f s", time.perf_counter() - start)
+                    todo.append((f"[{dataset}] {name} seed {seed}", cmd, run))
                 runs.append((name, run))
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own train.py process
+            list(pool.map(lambda job: train_one(*job, threads=threads), todo))
         finished = [r for _, r in runs if (r / "checkpoints" / "last.ckpt").is_file()]
         entries, key = (
             build_leaderboard(
@@ -204,8 +217,8 @@ def main(argv: list[str] | None = None) -> Path:
         "## Ablation",
         "",
         f"Command: `{command}`",
-        f"Budget: `trainer.max_time={args.budget}` per run (equal wall time), seeds {args.seeds}; "
-        "mean ± half the range over seeds.",
+        f"Budget: `trainer.max_time={args.budget}` per run (equal wall time), {args.jobs} run(s) at a time with "
+        f"{threads} thread(s) each, seeds {args.seeds}; mean ± half the range over seeds.",
         f"Machine: {describe_cpu()}; load when the runs started {load:.2f}.",
         "",
         "Each run: `python "

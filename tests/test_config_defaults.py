@@ -19,6 +19,7 @@ SUPPLIED = {"loaded", "path", "input_nc", "output_nc"}  # filled in by the code 
 # exist and so differ on purpose)
 FILES = [
     ("model/cyclegan.yaml", None, set()),
+    ("model/cut.yaml", None, set()),
     ("data/unpaired.yaml", None, set()),
     ("translator/default.yaml", "cyclegan_lightning.inference.Translator", set()),
     ("model/generator/resnet_9blocks.yaml", None, set()),

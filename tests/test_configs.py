@@ -75,7 +75,8 @@ def test_experiment_runs_a_fast_dev_run(experiment, tmp_path):
     cfg = compose_train_cfg([f"experiment={experiment}", f"data.root={root}", "debug=fdr"], tmp_path / "run")
     assert OmegaConf.select(cfg, "trainer.fast_dev_run") is True
     metrics = run_training(cfg)
-    assert "train/g/total" in metrics and "val/cycle" in metrics
+    assert "train/g/total" in metrics and "val/swd" in metrics
+    assert ("val/cycle" in metrics) == (cfg.model._target_ == "cyclegan_lightning.models.CycleGAN")  # CUT: one way
 
 
 def test_missing_data_root_names_the_folder(tmp_path):

@@ -70,7 +70,10 @@ class PairedMetrics(Callback):
     def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """``{"paired_psnr_a2b": ..., "paired_psnr_identity_a2b": ..., ...}`` means over the images."""
         scores: dict[str, float] = {}
+        directions = getattr(pl_module, "generators", None) or ("a2b", "b2a")  # CUT: a2b only
         for direction, (inputs, truths) in self._load_pairs(trainer).items():
+            if direction not in directions:
+                continue
             fakes = pl_module(inputs.to(pl_module.device), direction).float().cpu()
             for name, images in (("", fakes), ("identity_", inputs)):
                 pairs = [((x + 1) / 2, (t + 1) / 2) for x, t in zip(images.clamp(-1, 1), truths)]  # -> [0, 1]

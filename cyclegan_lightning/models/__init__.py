@@ -1,6 +1,7 @@
 """The systems: LightningModules that train translation models, and the losses, pools and LR policies they use."""
 
 from .base import UnpairedTranslationModel
+from .cut import CUT
 from .cyclegan import CycleGAN
 
-__all__ = ["CycleGAN", "UnpairedTranslationModel"]
+__all__ = ["CUT", "CycleGAN", "UnpairedTranslationModel"]

@@ -10,8 +10,10 @@
   both directions exist, and the health signals (``val/health/change_*``, ``diversity_*``);
 - the non-finite-loss policy, gradient accumulation under manual optimization (DDP ``no_sync``, AMP scale kept),
   gradient clipping, per-epoch LR steps;
-- checkpoints: the format marker, the compatibility check, image pools per DDP rank, no NaN weights written, and
-  ``load_from_checkpoint`` with ``weights_only=True`` only;
+- checkpoints: the format marker, the compatibility check, image pools per DDP rank, the model's own random
+  generators (``random_generators``: CUT's patch positions), no NaN weights written, and ``load_from_checkpoint``
+  with ``weights_only=True`` only;
+- training-step helpers: ``set_trainable`` (freeze a discriminator), ``log_losses`` (``train/g/*``, ``train/d/*``);
 - optional speed levers (``channels_last``, ``compile_generators``) and the identity warm-up;
 - the stabilisers' hooks (``models/stabilisers.py``: DiffAugment/ADA, R1, generator EMA; docs/stabilisers.md).
 
@@ -188,6 +190,23 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         for scheduler in self.lr_schedulers():
             scheduler.step()
 
+    # ---- training-step helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def set_trainable(trainable: bool, *networks: nn.Module) -> None:
+        """Freeze (or unfreeze) ``networks``: gradients still flow through them to earlier networks."""
+        for net in networks:
+            for p in net.parameters():
+                p.requires_grad_(trainable)
+
+    def log_losses(self, g_losses: dict[str, torch.Tensor], d_losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """``train/g/*`` and ``train/d/*`` (epoch means), and the totals ``g`` / ``d`` on the progress bar; an empty
+        dict (a skipped non-finite step) logs nothing, so one NaN never poisons the epoch means."""
+        logged = {f"train/g/{k}": v.detach() for k, v in g_losses.items()}
+        logged |= {f"train/d/{k}": v.detach() for k, v in d_losses.items()}
+        self.log_dict(logged, batch_size=batch_size)
+        bar = {name: losses["total"].detach() for name, losses in (("g", g_losses), ("d", d_losses)) if losses}
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=batch_size)
+
     # ---- gradient accumulation (model.accumulate_grad_batches) ----------------------------------------------------
     def closes_accumulation_window(self, batch_idx: int) -> bool:
         """True on every k-th batch of an epoch and on its last batch (a short last window still steps)."""
@@ -208,10 +227,11 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
 
     @contextlib.contextmanager
     def loss_scale_kept(self, *later_optimizers: torch.optim.Optimizer):
-        """Around an optimizer step under fp16 AMP with accumulation: the step updates the shared GradScaler, so the
-        gradients other optimizers accumulated at the old scale are brought to the new one (a power of two, exact)."""
+        """Around an optimizer step under fp16 AMP: the step updates the shared GradScaler, so the gradients that
+        other optimizers hold at the old scale (accumulated over earlier batches, or from the same backward, as CUT's
+        G and F) are brought to the new one (a power of two, exact)."""
         scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-        if scaler is None or self.hparams.get("accumulate_grad_batches", 1) == 1 or not scaler.is_enabled():
+        if scaler is None or not scaler.is_enabled():
             yield
             return
         before = scaler.get_scale()
@@ -325,15 +345,26 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         """Pools of fakes by domain; a model without pools returns ``{}``."""
         return {}
 
+    @property
+    def random_generators(self) -> dict[str, torch.Generator]:
+        """The model's own ``torch.Generator``s by name (CUT's patch positions), saved and restored with the
+        checkpoint so a resumed run draws what the uninterrupted one would have; ``{}`` when it has none."""
+        return {}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_finite_weights()  # raises before anything is written (numerical health)
         checkpoint[MARKER] = format_marker(self)
+        if self.random_generators:
+            checkpoint["random_generators"] = {k: g.get_state() for k, g in self.random_generators.items()}
         if self.image_pools:  # every rank's pools (gathered to rank 0, which writes the file)
             mine = {d: pool.state_dict() for d, pool in self.image_pools.items()}
             checkpoint["image_pools"] = gather_per_rank(self._trainer, mine)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_compatible(self, checkpoint)  # no marker, newer format, other architecture: a clear CheckpointError
+        for name, state in (checkpoint.get("random_generators") or {}).items():
+            if name in self.random_generators:
+                self.random_generators[name].set_state(state)
         saved = checkpoint.get("image_pools")
         if not saved or not self.image_pools:
             return

@@ -11,6 +11,8 @@ here           role                         paper  reference
 ``gen_b2a``    translates B to A            F      netG_B
 ``disc_a``     judges real vs fake A        D_X    netD_B
 ``disc_b``     judges real vs fake B        D_Y    netD_A
+``proj_a2b``   PatchNCE head on gen_a2b     -      (CUT netF; only with ``lambda_nce > 0``)
+``proj_b2a``   PatchNCE head on gen_b2a     -      (CUT netF; only with ``lambda_nce > 0``)
 =============  ===========================  =====  =========
 
 Logged losses keep the same naming; the reference's printed names for the same quantities differ, and swap A/B
@@ -25,6 +27,8 @@ logged here          what it is                                reference
 ``train/g/cycle_b``  |gen_a2b(gen_b2a(B)) - B| (weighted)      ``cycle_B``
 ``train/g/idt_a``    |gen_b2a(A) - A| (weighted)               ``idt_B``
 ``train/g/idt_b``    |gen_a2b(B) - B| (weighted)               ``idt_A``
+``train/g/nce_a``    PatchNCE(A, gen_a2b(A)) (lambda_nce > 0)  (CUT's ``NCE``)
+``train/g/nce_b``    PatchNCE(B, gen_b2a(B)) (lambda_nce > 0)  (CUT's ``NCE``)
 ``train/d/a``        disc_a on real A vs pooled fake A         ``D_B``
 ``train/d/b``        disc_b on real B vs pooled fake B         ``D_A``
 ===================  ========================================  =========
@@ -35,8 +39,6 @@ discriminators frozen, then the discriminator step on pooled, detached fakes mad
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +46,8 @@ from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.evaluation.health import discriminator_accuracy
 from cyclegan_lightning.models.base import UnpairedTranslationModel
 from cyclegan_lightning.models.image_pool import ImagePool
-from cyclegan_lightning.models.losses import GANLoss, gradient_penalty
+from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss, gradient_penalty
+from cyclegan_lightning.models.patchnce import build_projection_head, patchnce_between, seeded_generator
 from cyclegan_lightning.networks import set_activation_checkpointing
 
 
@@ -71,6 +74,9 @@ class CycleGAN(UnpairedTranslationModel):
         lambda_cycle_b: float | None = None,  # weight of B -> A -> B (reference lambda_B)
         lambda_identity: float = 0.5,  # relative: identity weight = lambda_identity * lambda_cycle of that domain
         lambda_gp: float = 10.0,  # gradient-penalty weight, used with gan_mode=wgangp only
+        lambda_nce: float = 0.0,  # >0: add CUT's PatchNCE(input, translation) of each direction (ResNet generators)
+        nce_layers: tuple[int, ...] = (0, 4, 8, 12, 16),  # generator layers PatchNCE taps (with lambda_nce > 0)
+        num_patches: int = 256,  # patch positions PatchNCE samples per layer
         pool_size: int = 50,  # fakes stored per domain for the discriminators; 0 disables
         lr: float = 2e-4,  # initial learning rate of both optimizers
         betas: tuple[float, float] = (0.5, 0.999),  # Adam betas
@@ -115,6 +121,14 @@ class CycleGAN(UnpairedTranslationModel):
         self.lambda_a = lambda_cycle if lambda_cycle_a is None else lambda_cycle_a
         self.lambda_b = lambda_cycle if lambda_cycle_b is None else lambda_cycle_b
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
+        if lambda_nce > 0:  # built last, so the default (off) draws nothing and builds the same networks
+            self.proj_a2b, self.proj_b2a = (
+                build_projection_head(gen, nce_layers, num_patches, 256, init_type, init_gain)
+                for gen in (self.gen_a2b, self.gen_b2a)
+            )
+            self.network_names = (*self.network_names, "proj_a2b", "proj_b2a")
+            self.patchnce = PatchNCELoss()
+            self.patch_rng = seeded_generator()
         self.init_validation_metrics(channels_a, channels_b)
         if activation_checkpointing:
             for gen in (self.gen_a2b, self.gen_b2a):
@@ -124,6 +138,10 @@ class CycleGAN(UnpairedTranslationModel):
     @property
     def image_pools(self) -> dict[str, ImagePool]:
         return {"a": self.pool_a, "b": self.pool_b}
+
+    @property
+    def random_generators(self) -> dict[str, torch.Generator]:
+        return {"patch": self.patch_rng} if self.hparams.get("lambda_nce", 0) > 0 else {}
 
     # ---- losses (pure: no optimizer, unit-testable) --------------------------------------------------------------
     def generator_losses(self, real_a, real_b, fake_a, fake_b, rec_a, rec_b) -> dict[str, torch.Tensor]:
@@ -138,6 +156,16 @@ class CycleGAN(UnpairedTranslationModel):
         if lambda_idt > 0:  # a generator fed an image of its own output domain should leave it unchanged
             losses["idt_a"] = F.l1_loss(self.gen_b2a(real_a), real_a) * self.lambda_a * lambda_idt
             losses["idt_b"] = F.l1_loss(self.gen_a2b(real_b), real_b) * self.lambda_b * lambda_idt
+        lambda_nce = self.hparams.get("lambda_nce", 0)
+        if lambda_nce > 0:  # CUT's PatchNCE: each translated patch keeps the content of its input patch
+            layers = self.hparams.nce_layers
+            for name, gen, head, real, fake in (
+                ("nce_a", self.gen_a2b, self.proj_a2b, real_a, fake_b),
+                ("nce_b", self.gen_b2a, self.proj_b2a, real_b, fake_a),
+            ):
+                losses[name] = patchnce_between(
+                    gen, head, self.patchnce, real, fake, layers, self.patch_rng, lambda_nce
+                )
         losses["total"] = sum(losses.values())
         return losses
 
@@ -166,10 +194,6 @@ class CycleGAN(UnpairedTranslationModel):
         return losses
 
     # ---- training ------------------------------------------------------------------------------------------------
-    def _set_discriminators_trainable(self, trainable: bool) -> None:
-        for p in itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()):
-            p.requires_grad_(trainable)
-
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         stepping = self.closes_accumulation_window(batch_idx)
@@ -182,17 +206,17 @@ class CycleGAN(UnpairedTranslationModel):
         fake_a = self.gen_b2a(real_b)
         rec_b = self.gen_a2b(fake_a)
 
-        self._set_discriminators_trainable(False)  # gradients flow through D to G, but D is not updated
+        self.set_trainable(False, self.disc_a, self.disc_b)  # gradients flow through D to G, but D is not updated
         g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
         if not self.losses_finite(g_losses, "g", batch_idx):  # checked before backward: weights stay clean
-            self._set_discriminators_trainable(True)
+            self.set_trainable(True, self.disc_a, self.disc_b)
             return  # skip the whole batch: the fakes feeding the discriminators are suspect too
         self.backward_scaled(g_losses["total"], stepping)
         if stepping:
             with self.loss_scale_kept(opt_d):
                 opt_g.step()
             self.after_generator_step()  # EMA
-        self._set_discriminators_trainable(True)
+        self.set_trainable(True, self.disc_a, self.disc_b)
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
         d_ok = self.losses_finite(d_losses, "d", batch_idx)
@@ -205,14 +229,11 @@ class CycleGAN(UnpairedTranslationModel):
         else:
             d_losses = {}  # not logged: one NaN would poison the epoch means
 
-        logged = {f"train/g/{k}": v.detach() for k, v in g_losses.items()}
-        logged |= {f"train/d/{k}": v.detach() for k, v in d_losses.items()}
-        self.log_dict(logged, batch_size=real_a.shape[0])
-        bar = {"g": g_losses["total"].detach()} | ({"d": d_losses["total"].detach()} if d_ok else {})
-        self.log_dict(bar, prog_bar=True, logger=False, batch_size=real_a.shape[0])
+        self.log_losses(g_losses, d_losses, real_a.shape[0])
         self.log_skipped_images(batch)
 
     def configure_optimizers(self):
-        opt_g = self.adam(self.gen_a2b, self.gen_b2a)
+        heads = (self.proj_a2b, self.proj_b2a) if self.hparams.get("lambda_nce", 0) > 0 else ()
+        opt_g = self.adam(self.gen_a2b, self.gen_b2a, *heads)  # Adam is per parameter: as if F had its own
         opt_d = self.adam(self.disc_a, self.disc_b)
         return [opt_g, opt_d], self.build_schedulers((opt_g, opt_d))

@@ -74,5 +74,8 @@ class PatchSampleF(nn.Module):
             x = feat.permute(0, 2, 3, 1).flatten(1, 2)[:, ids.to(feat.device), :]  # (B, P, C), one row per patch
             if self.use_mlp:
                 x = getattr(self, f"mlp_{i}")(x)
-            projections.append(x / (x.pow(2).sum(-1, keepdim=True).pow(0.5) + 1e-7))  # as the official Normalize
+            # the official Normalize, x / (|x| + 1e-7), except that an all-zero projection (a patch of a ReLU-tapped
+            # layer that is zero everywhere) gets a zero gradient instead of NaN: the clamp changes |x| only below 1e-10
+            norm = x.pow(2).sum(-1, keepdim=True).clamp_min(1e-20).pow(0.5)
+            projections.append(x / (norm + 1e-7))
         return projections, list(patch_ids)

@@ -16,6 +16,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 from cyclegan_lightning.checkpoints.atomic import save_png_atomic
+from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def label_grid(grid: torch.Tensor, title: str, row_names: tuple[str, ...] = ROW_
 class SampleGrid(Callback):
     """Translate the same ``n_images`` validation images of each domain at every validation.
 
-    Rows: real A, A->B, A->B->A, real B, B->A, B->A->B (named in the picture); one column per image; the epoch
+    Rows: real A, A->B, A->B->A, real B, B->A, B->A->B (named in the picture; a one-way model such as CUT: real A,
+    A->B); one column per image; the epoch
     above. Tiles smaller than ``display_size`` are enlarged by a whole factor with nearest-neighbour (for display
     only: every model pixel stays a sharp square, so checkerboards remain visible). The grid is written to
     ``dirpath/epoch_XXXX.png`` (and ``latest.png``) and sent to every logger that takes images. The images are
@@ -80,18 +82,25 @@ class SampleGrid(Callback):
     @torch.no_grad()
     def render(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
         """The labelled grid (rows named, the epoch above) as a float (3, H, W) tensor in [0, 1]."""
-        rows = []
-        for there, back, domain in (("a2b", "b2a", "a"), ("b2a", "a2b", "b")):
-            real = self._fixed_inputs(trainer)[domain].to(pl_module.device)
+        rows, names = [], []
+        directions = tuple(getattr(pl_module, "generators", None) or DIRECTIONS)  # CUT: a2b only, no round trip
+        for there in directions:
+            back, (src, dst) = DIRECTIONS[1 - DIRECTIONS.index(there)], ENDPOINTS[there]
+            real = self._fixed_inputs(trainer)[src].to(pl_module.device)
             fake = pl_module(real, there)
-            rows += [to_display(real), to_display(fake), to_display(pl_module(fake, back))]
+            rows += [to_display(real), to_display(fake)]
+            names += [f"real {src.upper()}", f"{src.upper()}->{dst.upper()}"]
+            if back in directions:
+                rows.append(to_display(pl_module(fake, back)))
+                names.append(f"{src.upper()}->{dst.upper()}->{src.upper()}")
         n = max(r.shape[0] for r in rows)
         rows = [torch.cat([r, r.new_ones(n - r.shape[0], *r.shape[1:])]) if r.shape[0] < n else r for r in rows]
         tiles = torch.cat(rows).cpu()
         scale = -(-self.display_size // min(tiles.shape[-2:])) if self.display_size else 1  # ceil
         if scale > 1:
             tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
-        return label_grid(make_grid(tiles, nrow=n, padding=2, pad_value=1.0), f"epoch {trainer.current_epoch + 1}")
+        grid = make_grid(tiles, nrow=n, padding=2, pad_value=1.0)
+        return label_grid(grid, f"epoch {trainer.current_epoch + 1}", tuple(names))
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
