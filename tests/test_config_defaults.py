@@ -91,3 +91,17 @@ def test_the_check_catches_a_drifted_default():
     node = {"_target_": "cyclegan_lightning.models.CycleGAN", "lambda_cycle": 5.0, "lamda_gp": 1.0}
     problems = compare(node, node["_target_"], set(), "x.yaml", complete=False)
     assert any("lambda_cycle=5.0" in p for p in problems) and any("lamda_gp is not an argument" in p for p in problems)
+
+
+def test_model_families_share_the_defaults_of_their_shared_arguments():
+    """CycleGAN and CUT repeat the shared arguments in their signatures (each config mirrors its constructor):
+    those must not drift apart, except where CUT follows its paper on purpose."""
+    cyclegan = signature_defaults(hydra.utils.get_class("cyclegan_lightning.models.CycleGAN"))
+    cut = signature_defaults(hydra.utils.get_class("cyclegan_lightning.models.CUT"))
+    papers = {"init_type", "n_epochs", "n_epochs_decay", "lambda_identity", "lambda_nce"}  # the official CUT's
+    drift = [
+        f"{k}: CycleGAN {cyclegan[k]!r}, CUT {cut[k]!r}"
+        for k in sorted(cyclegan.keys() & cut.keys() - papers)
+        if normalise(cyclegan[k]) != normalise(cut[k])
+    ]
+    assert not drift, drift
