@@ -38,6 +38,7 @@ def predict(cfg: DictConfig):
         ext=cfg.ext,
         on_bad_image=cfg.on_bad_image,
         progress=cfg.progress,
+        parallel_images=cfg.parallel_images,
     )
 
 

@@ -147,3 +147,64 @@ def test_cli_exit_codes(ckpt, photos, tmp_path):
         env=env,
     )
     assert bad.returncode == 2 and "not a PyTorch file" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def reference_translator(tmp_path):
+    import torch
+
+    from cyclegan_lightning.inference import build_translator
+    from cyclegan_lightning.networks import ResnetGenerator
+
+    torch.manual_seed(0)
+    torch.save(ResnetGenerator(3, 3, ngf=8, n_blocks=1).state_dict(), tmp_path / "latest_net_G.pth")
+    return lambda **kw: build_translator(tmp_path / "latest_net_G.pth", {"device": "cpu", "tile_size": None, **kw})
+
+
+def test_parallel_images_run_concurrently_on_a_share_of_the_threads(reference_translator, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import torch
+
+    from cyclegan_lightning.inference.predict import run_prediction
+
+    src = tmp_path / "in"
+    write_images(src, 6, size=(40, 32))
+    translator = reference_translator(backend="fastconv")
+    real = translator.translate_loaded
+    lock, seen = threading.Lock(), {"active": 0, "most": 0, "threads": set()}
+
+    def watched(images, direction):
+        with lock:
+            seen["active"] += 1
+            seen["most"] = max(seen["most"], seen["active"])
+            seen["threads"].add(torch.get_num_threads())
+        time.sleep(0.1)  # long enough for a second image to start if it may
+        try:
+            return real(images, direction)
+        finally:
+            with lock:
+                seen["active"] -= 1
+
+    monkeypatch.setattr(translator, "translate_loaded", watched)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outputs = {}
+        for parallel in (1, 2):
+            seen.update(active=0, most=0, threads=set())
+            out = tmp_path / f"out{parallel}"
+            assert run_prediction(translator, str(src), out, progress=False, parallel_images=parallel).translated == 6
+            assert seen["most"] == parallel and seen["threads"] == {2 // parallel}
+            assert torch.get_num_threads() == 2  # restored
+            outputs[parallel] = [np.asarray(Image.open(p), dtype=int) for p in sorted(out.glob("*.png"))]
+        assert len(outputs[2]) == 6
+        for one, two in zip(outputs[1], outputs[2]):  # same images, whatever the thread split
+            assert np.abs(one - two).max() <= 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="parallel_images=2 needs the CPU"):
+        run_prediction(reference_translator(backend="compile"), str(src), tmp_path / "c", parallel_images=2)
+    with pytest.raises(ConfigError, match="parallel_images must be"):
+        run_prediction(translator, str(src), tmp_path / "c", parallel_images=0)

@@ -7,6 +7,7 @@ skips images whose outputs all exist (``overwrite=true`` redoes them), so a half
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -188,6 +189,49 @@ def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit:
     return path
 
 
+_BACK = {"a2b": "b2a", "b2a": "a2b"}
+
+
+@dataclass
+class Translation:
+    """The decoded images of one chunk in one direction, and (once translated) their outputs."""
+
+    direction: str
+    jobs: list[Job]
+    loaded: list[LoadedImage]
+    fakes: list[LoadedImage] | None = None
+    recs: list[LoadedImage | None] | None = None
+
+
+def images_at_once(translator: Translator, parallel_images: int | str) -> int:
+    """How many images to translate at once. ``auto``: one per torch thread on a CPU with the eager or fastconv
+    backend (a batch-1 ResNet uses two cores less fully than two images on one core each: docs/performance.md),
+    else 1. The compile and onnxruntime backends and GPUs run one image at a time."""
+    threadable = translator.device.type == "cpu" and translator.backend in ("eager", "fastconv")
+    if parallel_images == "auto":
+        return torch.get_num_threads() if threadable else 1
+    if isinstance(parallel_images, bool) or not isinstance(parallel_images, int) or parallel_images < 1:
+        raise ConfigError(f"parallel_images must be auto or a whole number >= 1, got {parallel_images!r}")
+    if parallel_images > 1 and not threadable:
+        raise ConfigError(
+            f"parallel_images={parallel_images} needs the CPU with translator.backend=eager or fastconv (this run: "
+            f"{translator.device}, backend {translator.backend}). Use parallel_images=1 or auto."
+        )
+    return parallel_images
+
+
+@contextlib.contextmanager
+def torch_threads_per_image(parallel: int):
+    """Give each of ``parallel`` concurrent images an equal share of torch's intra-op threads; restored after."""
+    before = torch.get_num_threads()
+    if parallel > 1:
+        torch.set_num_threads(max(1, before // parallel))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_prediction(
     translator: Translator,
     inputs: str | list[str],
@@ -201,6 +245,7 @@ def run_prediction(
     ext: str = ".png",
     on_bad_image: str = "skip",  # skip | fail
     progress: bool = True,
+    parallel_images: int | str = "auto",  # images translated at once, each on its share of the CPU threads
 ) -> PredictSummary:
     """Translate every input; returns counts and timing (also logged as one summary line)."""
     output_dir = Path(output_dir)
@@ -214,6 +259,7 @@ def run_prediction(
             raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
         translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
     jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
+    parallel = images_at_once(translator, parallel_images)
 
     def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
         if overwrite:
@@ -235,6 +281,7 @@ def run_prediction(
     bar = tqdm(total=len(todo), desc="translating", unit="img", disable=not progress)
     step = max(1, batch_size)
     chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
+    parallel = min(parallel, max(1, len(chunks)))  # one image: all threads on it
 
     def load_chunk(chunk: list[tuple[Job, set[str]]]) -> dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]:
         out: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]] = {}
@@ -246,6 +293,32 @@ def run_prediction(
                 except ImageLoadError as exc:
                     out[d].append((job, exc))
         return out
+
+    def usable(loaded_chunk: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]) -> list[Translation]:
+        """The chunk's decoded images per direction; unreadable ones are logged and counted (or end the run)."""
+        work = []
+        for d in directions:
+            loaded, ok = [], []
+            for job, item in loaded_chunk[d]:
+                if isinstance(item, ImageLoadError):
+                    if on_bad_image == "fail":
+                        raise item
+                    log.warning("%s", item)
+                    if str(job.src) not in failed:
+                        failed.append(str(job.src))
+                else:
+                    loaded.append(item)
+                    ok.append(job)
+            if loaded:
+                work.append(Translation(d, ok, loaded))
+        return work
+
+    def translate(work: list[Translation]) -> list[Translation]:
+        for t in work:
+            t.fakes = translator.translate_loaded(t.loaded, t.direction)
+            back = "b2a" if t.direction == "a2b" else "a2b"
+            t.recs = translator.translate_loaded(t.fakes, back) if round_trip else [None] * len(t.fakes)
+        return work
 
     stop = threading.Event()  # set by a failed write: later outputs are not attempted (a rerun does them)
 
@@ -263,46 +336,43 @@ def run_prediction(
             raise
 
     # Decoding (next chunks) and encoding (earlier images) each run in a thread while the generator computes: PIL
-    # and zlib release the GIL, so the cores never wait on I/O. One writer keeps outputs in input order, so a failed
-    # write (disk full) leaves exactly the images before it. Few chunks in flight bound the memory.
+    # and zlib release the GIL, so the cores never wait on I/O. ``parallel`` chunks are translated at once, each
+    # with its share of torch's threads (one image per core keeps every core busy: docs/performance.md). Results
+    # are taken and written in input order, so a failed write (disk full) leaves exactly the images before it. Few
+    # chunks in flight bound the memory.
+    translator.prepare(directions + ([_BACK[d] for d in directions] if round_trip else []))
     reader = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
+    computer = ThreadPoolExecutor(parallel, thread_name_prefix="predict-compute")
+    ahead = PREFETCH_CHUNKS + parallel - 1
     try:
-        loads = deque(reader.submit(load_chunk, c) for c in chunks[:PREFETCH_CHUNKS])
-        writes: deque = deque()
-        for n, chunk in enumerate(chunks):
-            loaded_chunk = loads.popleft().result()
-            if n + PREFETCH_CHUNKS < len(chunks):
-                loads.append(reader.submit(load_chunk, chunks[n + PREFETCH_CHUNKS]))
-            for d in directions:
-                there, back = d, ("b2a" if d == "a2b" else "a2b")
-                loaded, ok = [], []
-                for job, item in loaded_chunk[d]:
-                    if isinstance(item, ImageLoadError):
-                        if on_bad_image == "fail":
-                            raise item
-                        log.warning("%s", item)
-                        if str(job.src) not in failed:
-                            failed.append(str(job.src))
-                    else:
-                        loaded.append(item)
-                        ok.append(job)
-                if not loaded:
-                    continue
-                fakes = translator.translate_loaded(loaded, there)
-                recs = translator.translate_loaded(fakes, back) if round_trip else [None] * len(fakes)
-                writes += [writer.submit(write, job, d, *images) for job, *images in zip(ok, loaded, fakes, recs)]
-            while len(writes) > 2 * step or (writes and writes[0].done()):  # a failed write ends the run here
+        with torch_threads_per_image(parallel):
+            loads = deque(reader.submit(load_chunk, c) for c in chunks[:ahead])
+            computes: deque = deque()
+            writes: deque = deque()
+            for n, chunk in enumerate(chunks):
+                loaded_chunk = loads.popleft().result()
+                if n + ahead < len(chunks):
+                    loads.append(reader.submit(load_chunk, chunks[n + ahead]))
+                computes.append((len(chunk), computer.submit(translate, usable(loaded_chunk))))
+                while computes and (len(computes) >= parallel or n == len(chunks) - 1):
+                    size, done = computes.popleft()
+                    for t in done.result():
+                        writes += [
+                            writer.submit(write, job, t.direction, *images)
+                            for job, *images in zip(t.jobs, t.loaded, t.fakes, t.recs)
+                        ]
+                    while len(writes) > 2 * step or (writes and writes[0].done()):  # a failed write ends the run
+                        writes.popleft().result()
+                    bar.update(size)
+            while writes:
                 writes.popleft().result()
-            bar.update(len(chunk))
-        while writes:
-            writes.popleft().result()
     except BaseException:
         stop.set()  # interrupted or failed: no new outputs
         raise
     finally:
-        reader.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True, cancel_futures=True)  # a write under way finishes: outputs are whole or absent
+        for pool in (reader, computer, writer):  # a write under way finishes: outputs are whole or absent
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     seconds = time.perf_counter() - start
     if html_index and jobs:

@@ -120,6 +120,11 @@ class Translator:
                 self._runners[direction] = padded
         return self._runners[direction]
 
+    def prepare(self, directions: list[str]) -> None:
+        """Build the runners of ``directions`` now: threads that share this translator then only read it."""
+        for direction in dict.fromkeys(directions):
+            self._runner(direction)
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str = "auto", norm: str | None = None, **kwargs) -> Translator:
         """Load a train.py ``.ckpt`` or a reference ``*_net_G*.pth`` (see ``inference.checkpoints``)."""
