@@ -8,11 +8,14 @@ minus imgs/), with ``dominate`` and ``wandb`` installed; its code never enters t
 All contenders translate the same photo-like PNGs with the same generator file (a reference-format
 ``latest_net_G.pth``: ResNet-9, ngf 64, instance norm, no dropout, random init), fp32, batch 1, each in a fresh
 process, timed from launch to exit. Every contender runs on a small and a large folder; the difference of the two
-times over the difference of image counts is the steady seconds per image, with start-up (imports, model load,
-ONNX export, compilation) cancelled. Runs are interleaved (size, repeat, folder, contender), so a change of machine
-load hits all alike; the table reports medians over repeats and ratios against the reference, in wall time and in
-the children's CPU time (user + system, all threads). On a busy machine use ``--threads 1``: with two threads,
-the one that waits for a descheduled partner spins and inflates CPU time; with one, CPU time is the work done.
+times over the difference of image counts is the steady seconds per image, with start-up (imports, model load, ONNX
+export, compilation) cancelled. Each contender first runs the small folder once, untimed: that warms the OS file
+cache for everyone and inductor's on-disk cache for ``compile`` (so its start-up column is the warm one; the first
+run ever of an image size compiles for about a minute more). Runs are interleaved (size, repeat, folder, contender),
+so a change of machine load hits all alike; the table reports medians over repeats and ratios against the reference,
+in wall time and in the children's CPU time (user + system, all threads). On a busy machine use ``--threads 1``:
+with two threads, the one that waits for a descheduled partner spins and inflates CPU time; with one, CPU time is
+the work done.
 
 - reference: ``test.py --model test --no_dropout --preprocess none`` (no resize: same pixels as ours). It writes
   real and fake per image plus an HTML page;
@@ -174,6 +177,9 @@ def main() -> None:
             per_image_cpu: dict[str, list[float]] = {c: [] for c in contenders}
             startup: dict[str, list[float]] = {c: [] for c in contenders}
             loads = []
+            for c in contenders:  # untimed: fills the OS file cache and inductor's on-disk cache (compile)
+                warm = run_once(c, ref, ckpt_dir, folders[args.counts[0]], work, args.threads)
+                print(f"  {size}px warm-up {c:18s} {warm[0]:7.1f} s wall (not counted)", flush=True)
             for rep in range(args.repeats):
                 times: dict[tuple[str, int], tuple[float, float]] = {}
                 for n in args.counts:

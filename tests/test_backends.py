@@ -54,15 +54,23 @@ def test_onnxruntime_matches_eager(arch):
     assert_within_one_grey_level("onnxruntime", arch)
 
 
-def test_compile_matches_eager_and_compiles_once_per_shape():
+def test_compile_matches_eager_and_compiles_once_per_shape(monkeypatch):
+    """On a CPU in fp32, ``compile`` compiles the fastconv graph with its weights frozen."""
+    import torch._inductor.freezing
     from torch._dynamo.utils import counters
 
+    frozen = []
+    real_freeze = torch._inductor.freezing.freeze
+    monkeypatch.setattr(torch._inductor.freezing, "freeze", lambda *a, **k: frozen.append(1) or real_freeze(*a, **k))
     assert_within_one_grey_level("compile", sizes=[(13, 9)])  # one shape: compiling costs tens of seconds here
     t = translator("compile")
+    runner = t._runner("a2b")
+    assert fastconv.WinogradConv3x3 in {type(m) for m in runner.module.modules()}  # 32-channel blocks: Winograd
     t.translate_tensor(photo(13, 9, seed=4))
     compiled = counters["stats"]["unique_graphs"]
     t.translate_tensor(photo(13, 9, seed=5))  # same shape, another image: the compiled graph is reused
     assert compiled > 0 and counters["stats"]["unique_graphs"] == compiled
+    assert frozen  # the weights were frozen into the compiled graph
 
 
 @pytest.mark.parametrize("size", [(3, 3), (4, 4), (5, 9), (18, 13)])

@@ -208,3 +208,43 @@ def test_parallel_images_run_concurrently_on_a_share_of_the_threads(reference_tr
         run_prediction(reference_translator(backend="compile"), str(src), tmp_path / "c", parallel_images=2)
     with pytest.raises(ConfigError, match="parallel_images must be"):
         run_prediction(translator, str(src), tmp_path / "c", parallel_images=0)
+
+
+def test_auto_compiles_for_a_large_run_and_falls_back_if_compiling_fails(
+    reference_translator, tmp_path, monkeypatch, caplog
+):
+    """``translator.backend=auto`` switches to compile when one image size has enough pixels ahead to repay the
+    compilation; if inductor cannot compile (no C++ compiler), auto goes on with fastconv and an explicit
+    ``backend=compile`` stops with a one-line error."""
+    import logging
+
+    import torch
+
+    from cyclegan_lightning.inference import translator as translator_module
+    from cyclegan_lightning.inference.predict import run_prediction
+
+    src = tmp_path / "in"
+    write_images(src, 3, size=(40, 32))
+    small = reference_translator(backend="auto")
+    run_prediction(small, str(src), tmp_path / "fast", progress=False)
+    assert small.backend == "fastconv"  # 3 small images: compiling would never pay
+
+    def no_compiler(module, **kwargs):
+        def run(x):
+            raise torch._dynamo.exc.BackendCompilerFailed(run, RuntimeError("no working C++ compiler"), None)
+
+        return run
+
+    monkeypatch.setattr(translator_module, "COMPILE_PAYS_OFF_PIXELS", 3 * 40 * 32)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    large = reference_translator(backend="auto")
+    with caplog.at_level(logging.INFO):
+        run_prediction(large, str(src), tmp_path / "auto", progress=False)
+    assert large.backend == "compile"  # the run was large enough
+    assert "translator.backend=auto: compile (3 images of 40x32" in caplog.text
+    assert "translating with fastconv instead" in caplog.text
+    for name in ("img_000.png", "img_002.png"):  # fell back to fastconv: the same images
+        auto, fast = (np.asarray(Image.open(tmp_path / run / name)) for run in ("auto", "fast"))
+        np.testing.assert_array_equal(auto, fast)
+    with pytest.raises(ConfigError, match="backend=compile could not compile.*no working C\\+\\+ compiler.*fastconv"):
+        run_prediction(reference_translator(backend="compile"), str(src), tmp_path / "explicit", progress=False)

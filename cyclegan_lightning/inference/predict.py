@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from cyclegan_lightning.checkpoints.atomic import atomic_open
@@ -189,6 +190,15 @@ def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit:
     return path
 
 
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the image's header, without decoding it; None if it cannot be read (decoding reports it)."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 _BACK = {"a2b": "b2a", "b2a": "a2b"}
 
 
@@ -259,7 +269,6 @@ def run_prediction(
             raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
         translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
     jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
-    parallel = images_at_once(translator, parallel_images)
 
     def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
         if overwrite:
@@ -267,6 +276,9 @@ def run_prediction(
         return {d for d in directions if not all(p.is_file() for k, p in job.outputs.items() if k.split("_")[0] == d)}
 
     todo = [(j, todo_dirs) for j in jobs if (todo_dirs := pending(j))]
+    if translator.requested_backend == "auto":
+        translator.compile_if_it_pays(Counter(size for job, _ in todo if (size := header_size(job.src))))
+    parallel = images_at_once(translator, parallel_images)
     skipped = len(jobs) - len(todo)
     if skipped:
         log.info(

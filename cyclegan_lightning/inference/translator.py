@@ -6,7 +6,9 @@
     batch = translator.translate_tensor(x, "b2a")            # (N, C, H, W) in [0, 1] -> same shape in [0, 1]
 
 Backends (``backend=``) run the same padded generator (``export.PaddedGenerator``): ``eager`` (PyTorch),
-``compile`` (``torch.compile``, inductor; compiles once per image shape, then reuses), ``onnxruntime`` (the ONNX
+``compile`` (``torch.compile``, inductor; compiles once per image shape, then reuses; on a CPU in fp32 it compiles
+the fastconv graph with frozen weights, the fastest steady state measured, after about a minute of compilation per
+image size on the first run, seconds once inductor's on-disk cache holds it), ``onnxruntime`` (the ONNX
 export run by ONNX Runtime; fp32 on CPU; optional extra ``onnx``), ``fastconv`` (eager PyTorch with the residual
 blocks' 3x3 convolutions done by Winograd's F(4x4, 3x3) and the last few-channel convolution as one matrix product,
 ``inference.fastconv``; fp32 on CPU). ``auto``: fastconv on a CPU in fp32 (the fastest measured there,
@@ -40,6 +42,40 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"32": None, "fp32": None, "bf16": torch.bfloat16, "16": torch.float16, "fp16": torch.float16}
 BACKENDS = ("auto", "eager", "compile", "onnxruntime", "fastconv")
 CPU_FP32_BACKENDS = ("onnxruntime", "fastconv")
+# backend=auto compiles for a run with this many pixels of one image size (about 900 images of 256x256): compiling
+# takes ~80 s the first time and saves ~0.09 s per 256x256 image against fastconv (docs/performance.md)
+COMPILE_PAYS_OFF_PIXELS = 60_000_000
+
+
+class FrozenCompiled:
+    """``module`` compiled by inductor with its weights frozen into the graph (constant folding, pointwise code fused
+    around the convolutions), compiled on the first call of each input shape. oneDNN weight prepacking stays off:
+    prepacked weights cannot be pickled, which would bypass inductor's on-disk cache, and the steady speed is the
+    same without it (docs/performance.md). Freezing is an inductor setting read while compiling, and a new shape
+    compiles inside a call, so the setting is patched around every call."""
+
+    def __init__(self, module: nn.Module, fallback: bool = False):  # fallback: run ``module`` if compiling fails
+        self.module = module
+        self.compiled = torch.compile(module, dynamic=False)
+        self.fallback = fallback
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch._inductor.config as inductor_config
+
+        try:
+            with inductor_config.patch({"freezing": True, "cpp.weight_prepack": False}):
+                return self.compiled(x)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:  # e.g. no working C++ compiler for inductor
+            inner = exc.inner_exception
+            why = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or ['no message'])[0]}"
+            if not self.fallback:
+                raise ConfigError(
+                    f"translator.backend=compile could not compile the generator ({why}). Inductor needs a working "
+                    "C++ compiler on the CPU; use translator.backend=fastconv (no compilation)."
+                ) from exc
+            log.warning("torch.compile failed (%s): translating with fastconv instead", why)
+            self.compiled = self.module
+            return self.module(x)
 
 
 def auto_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -77,6 +113,7 @@ class Translator:
         self.device = auto_device(device)
         self.dtype = PRECISIONS[str(precision)]
         warn_if_emulated_bf16(precision, self.device.type)
+        self.requested_backend = backend
         self.backend = self._choose_backend(backend)
         self._runners: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.tile_size, self.tile_overlap, self.tile_batch_size = tile_size, tile_overlap, tile_batch_size
@@ -88,9 +125,11 @@ class Translator:
     def _choose_backend(self, backend: str) -> str:
         if backend not in BACKENDS:
             raise ConfigError(f"translator.backend must be one of {BACKENDS}, got {backend!r}")
-        fp32_cpu = self.device.type == "cpu" and self.dtype is None
+        fp32_cpu = self._fp32_cpu
         if backend == "auto":
-            backend, why = ("fastconv", "fastest measured on CPU in fp32") if fp32_cpu else ("eager", "not CPU fp32")
+            backend, why = (
+                ("fastconv", "fastest without start-up on CPU in fp32") if fp32_cpu else ("eager", "not CPU fp32")
+            )
             log.info("translator.backend=auto: %s (%s)", backend, why)
         elif backend in CPU_FP32_BACKENDS and not fp32_cpu:
             raise ConfigError(
@@ -99,12 +138,39 @@ class Translator:
             )
         return backend
 
+    def compile_if_it_pays(self, images_per_size: dict[tuple[int, int], int]) -> bool:
+        """With ``backend=auto`` on a CPU in fp32: switch from fastconv to ``compile`` when one image size has at
+        least ``COMPILE_PAYS_OFF_PIXELS`` pixels to translate, i.e. when the faster steady speed repays a first-run
+        compilation (about a minute per size) on the machine measured in docs/performance.md. Returns whether it
+        switched. A failed compilation then falls back to fastconv with a warning."""
+        if self.requested_backend != "auto" or self.backend != "fastconv" or self._runners:
+            return False
+        (h, w), n = max(images_per_size.items(), key=lambda kv: kv[0][0] * kv[0][1] * kv[1], default=((0, 0), 0))
+        if h * w * n < COMPILE_PAYS_OFF_PIXELS:
+            return False
+        log.info(
+            "translator.backend=auto: compile (%d images of %dx%d: a one-off compilation, about a minute per image "
+            "size on a first run, is repaid by the faster steady speed; translator.backend=fastconv avoids it)",
+            n,
+            w,
+            h,
+        )
+        self.backend = "compile"
+        return True
+
+    @property
+    def _fp32_cpu(self) -> bool:
+        return self.device.type == "cpu" and self.dtype is None
+
     def _runner(self, direction: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """The padded generator of ``direction`` on this backend, built on first use (compile: traced per shape)."""
         if direction not in self._runners:
             gen = self._generator(direction)
             padded = PaddedGenerator(gen).eval()
-            if self.backend == "compile":
+            if self.backend == "compile" and self._fp32_cpu:
+                fallback = self.requested_backend == "auto"
+                self._runners[direction] = FrozenCompiled(PaddedGenerator(accelerate(gen)).eval(), fallback)
+            elif self.backend == "compile":
                 self._runners[direction] = torch.compile(padded, dynamic=False)
             elif self.backend == "onnxruntime":
                 example = torch.zeros(1, self.channels_in(direction), *(2 * [min_side(gen)]))
