@@ -204,7 +204,7 @@ def test_parallel_images_run_concurrently_on_a_share_of_the_threads(reference_tr
             assert np.abs(one - two).max() <= 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ConfigError, match="parallel_images=2 needs the CPU"):
+    with pytest.raises(ConfigError, match="parallel_images=2 needs the CPU"):  # compile: one image at a time
         run_prediction(reference_translator(backend="compile"), str(src), tmp_path / "c", parallel_images=2)
     with pytest.raises(ConfigError, match="parallel_images must be"):
         run_prediction(translator, str(src), tmp_path / "c", parallel_images=0)

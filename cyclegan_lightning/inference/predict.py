@@ -216,7 +216,8 @@ class Translation:
 def images_at_once(translator: Translator, parallel_images: int | str) -> int:
     """How many images to translate at once. ``auto``: one per torch thread on a CPU with the eager or fastconv
     backend (a batch-1 ResNet uses two cores less fully than two images on one core each: docs/performance.md),
-    else 1. The compile and onnxruntime backends and GPUs run one image at a time."""
+    else 1. The compile and onnxruntime backends and GPUs run one image at a time: ONNX Runtime has its own threads,
+    and two threads starting a new image size together made dynamo compile it twice (frozen weights' guards)."""
     threadable = translator.device.type == "cpu" and translator.backend in ("eager", "fastconv")
     if parallel_images == "auto":
         return torch.get_num_threads() if threadable else 1
