@@ -2,3 +2,4 @@
 
 DIRECTIONS = ("a2b", "b2a")
 ENDPOINTS = {"a2b": ("a", "b"), "b2a": ("b", "a")}  # direction -> (source domain, target domain)
+REVERSE = {"a2b": "b2a", "b2a": "a2b"}  # direction -> the way back (the cycle)

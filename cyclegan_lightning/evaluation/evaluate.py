@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from cyclegan_lightning.checkpoints.atomic import atomic_open
 from cyclegan_lightning.data.images import find_images, load_image
+from cyclegan_lightning.directions import REVERSE
 from cyclegan_lightning.errors import ConfigError, DataError
 from cyclegan_lightning.evaluation.metrics import FidKid, psnr, ssim
 from cyclegan_lightning.evaluation.runs import checkpoint_epoch
@@ -56,7 +57,7 @@ def evaluate_direction(
     progress: bool = True,
 ) -> dict[str, float | int | None]:
     """Metrics of one direction; images are streamed one at a time, so any number and size fit in memory."""
-    back = "b2a" if direction == "a2b" else "a2b"
+    back = REVERSE[direction]
     has_back = back in translator.directions
     fidkid = FidKid(extractor, kid_subset_size, translator.device) if extractor is not None else None
     sums = {"cycle_psnr": [], "cycle_ssim": [], "paired_psnr": [], "paired_ssim": []}

@@ -32,6 +32,7 @@ from cyclegan_lightning.data.images import (
     load_image,
     to_pil,
 )
+from cyclegan_lightning.directions import REVERSE
 from cyclegan_lightning.errors import ConfigError, DataError, OutputError
 from cyclegan_lightning.inference.translator import Translator
 
@@ -199,9 +200,6 @@ def header_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-_BACK = {"a2b": "b2a", "b2a": "a2b"}
-
-
 @dataclass
 class Translation:
     """The decoded images of one chunk in one direction, and (once translated) their outputs."""
@@ -277,7 +275,7 @@ def run_prediction(
         return {d for d in directions if not all(p.is_file() for k, p in job.outputs.items() if k.split("_")[0] == d)}
 
     todo = [(j, todo_dirs) for j in jobs if (todo_dirs := pending(j))]
-    if translator.requested_backend == "auto":
+    if translator.may_switch_to_compile:  # only then read the headers
         translator.compile_if_it_pays(Counter(size for job, _ in todo if (size := header_size(job.src))))
     parallel = images_at_once(translator, parallel_images)
     skipped = len(jobs) - len(todo)
@@ -329,8 +327,7 @@ def run_prediction(
     def translate(work: list[Translation]) -> list[Translation]:
         for t in work:
             t.fakes = translator.translate_loaded(t.loaded, t.direction)
-            back = "b2a" if t.direction == "a2b" else "a2b"
-            t.recs = translator.translate_loaded(t.fakes, back) if round_trip else [None] * len(t.fakes)
+            t.recs = translator.translate_loaded(t.fakes, REVERSE[t.direction]) if round_trip else [None] * len(t.fakes)
         return work
 
     stop = threading.Event()  # set by a failed write: later outputs are not attempted (a rerun does them)
@@ -353,7 +350,7 @@ def run_prediction(
     # with its share of torch's threads (one image per core keeps every core busy: docs/performance.md). Results
     # are taken and written in input order, so a failed write (disk full) leaves exactly the images before it. Few
     # chunks in flight bound the memory.
-    translator.prepare(directions + ([_BACK[d] for d in directions] if round_trip else []))
+    translator.prepare(directions + ([REVERSE[d] for d in directions] if round_trip else []))
     reader = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
     computer = ThreadPoolExecutor(parallel, thread_name_prefix="predict-compute")

@@ -143,7 +143,7 @@ class Translator:
         least ``COMPILE_PAYS_OFF_PIXELS`` pixels to translate, i.e. when the faster steady speed repays a first-run
         compilation (about a minute per size) on the machine measured in docs/performance.md. Returns whether it
         switched. A failed compilation then falls back to fastconv with a warning."""
-        if self.requested_backend != "auto" or self.backend != "fastconv" or self._runners:
+        if not self.may_switch_to_compile:
             return False
         (h, w), n = max(images_per_size.items(), key=lambda kv: kv[0][0] * kv[0][1] * kv[1], default=((0, 0), 0))
         if h * w * n < COMPILE_PAYS_OFF_PIXELS:
@@ -157,6 +157,11 @@ class Translator:
         )
         self.backend = "compile"
         return True
+
+    @property
+    def may_switch_to_compile(self) -> bool:
+        """``backend=auto`` resolved to fastconv and nothing translated yet: ``compile_if_it_pays`` may switch."""
+        return self.requested_backend == "auto" and self.backend == "fastconv" and not self._runners
 
     @property
     def _fp32_cpu(self) -> bool:
