@@ -28,6 +28,7 @@ from torch import nn
 
 from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
 from cyclegan_lightning.checkpoints.loading import safe_load
+from cyclegan_lightning.downloads.pretrained import resolve_pretrained
 from cyclegan_lightning.errors import CheckpointError
 from cyclegan_lightning.models.ema import ema_state_prefix
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
@@ -86,7 +87,7 @@ def load_generators(
     takes a .ckpt's EMA weights where it has them (``False``: the trained weights themselves)."""
     if arch not in ARCHS:
         raise CheckpointError(f"arch must be one of {ARCHS}, got {arch!r}")
-    path = Path(path)
+    path = resolve_pretrained(path)  # "pretrained:<name>": the reference's published generator, fetched once
     obj = _read(path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         return _from_lightning(path, obj, arch, use_ema)

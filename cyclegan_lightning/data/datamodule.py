@@ -30,6 +30,7 @@ from cyclegan_lightning.data.images import (
     image_size,
 )
 from cyclegan_lightning.data.transforms import build_transform
+from cyclegan_lightning.downloads.datasets import fetch_hint
 from cyclegan_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class UnpairedDataModule(LightningDataModule):
             if not folder.is_dir():
                 if not required:
                     continue
-                hint = (
+                hint = fetch_hint(folder) or (
                     "Put your images there, point data.root at a folder holding trainA/ trainB/ testA/ testB/, "
                     "or run `python -m cyclegan_lightning.data.demo` and use experiment=demo"
                 )
