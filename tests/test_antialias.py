@@ -106,3 +106,14 @@ def test_cut_experiments_use_the_official_anti_aliased_generator(tmp_path: Path)
         assert (gen.downsample, gen.upsample, gen.n_blocks, gen.ngf) == ("antialias", "antialias", 9, 64)
     gen = compose_train_cfg(["model=cut"], tmp_path, tiny=False).model.generator  # the CUT defaults stay as they were
     assert (gen.downsample, gen.upsample) == ("stride", "transpose")
+
+
+def test_official_cut_file_converts_to_the_hub_layout_and_back(tmp_path: Path):
+    torch.save(official_generator().state_dict(), tmp_path / "latest_net_G.pth")
+    translator = Translator.from_checkpoint(tmp_path / "latest_net_G.pth", device="cpu", tile_size=None)
+    folder = translator.save_pretrained(tmp_path / "cut_model")
+    back = Translator.from_pretrained(folder, device="cpu", tile_size=None)
+    x = torch.rand(3, 21, 30)
+    assert torch.equal(back.translate_tensor(x), translator.translate_tensor(x))
+    assert back.loaded.specs["a2b"]["downsample"] == back.loaded.specs["a2b"]["upsample"] == "antialias"
+    assert "# CUT (official code): latest_net_G" in (folder / "README.md").read_text()

@@ -35,6 +35,10 @@ RECIPE_KEYS = (  # the hyper-parameters the card lists (config.json keeps them a
     "ema_decay",
     "diffaugment",
 )
+REFERENCE_CODE = {  # (model, repository) of a bare generator file, by whether it has the anti-aliased layout
+    False: ("CycleGAN (reference implementation)", "junyanz/pytorch-CycleGAN-and-pix2pix"),
+    True: ("CUT (official code)", "taesungp/contrastive-unpaired-translation"),
+}
 DATA_KEYS = ("root", "train_a", "train_b", "test_a", "test_b", "direction", "preprocess", "load_size", "crop_size")
 
 
@@ -85,7 +89,9 @@ def _metrics_table(found: dict[str, dict]) -> list[str]:
 def model_card(loaded: LoadedGenerators, config: dict, images: dict[str, Path], license: str = "other") -> str:
     """The card's Markdown for ``config`` (``training.metrics`` from ``run_record``) and the ``images`` beside it."""
     training = config.get("training") or {}
-    model = training.get("model") or {"reference": "CycleGAN (reference implementation)"}.get(loaded.source, "model")
+    official_cut = any("antialias" in (s.get("downsample"), s.get("upsample")) for s in loaded.specs.values())
+    reference = REFERENCE_CODE[official_cut]  # a bare .pth: the anti-aliased layout is the official CUT code's
+    model = training.get("model") or (reference[0] if loaded.source == "reference" else "model")
     data = training.get("data") or {}
     name = Path(str(data["root"])).name if data.get("root") else loaded.path.stem
     directions = ", ".join(d.replace("2", " → ").upper() for d in loaded.generators)
@@ -101,8 +107,13 @@ def model_card(loaded: LoadedGenerators, config: dict, images: dict[str, Path], 
         "",
         f"# {model}: {name}",
         "",
-        f"Unpaired image-to-image translation ({directions}), trained with cyclegan-lightning and exported in the "
-        "Hugging Face hub layout (`config.json`, `model.safetensors`).",
+        f"Unpaired image-to-image translation ({directions}), "
+        + (
+            f"trained with {reference[1]} and converted"
+            if loaded.source == "reference"
+            else "trained with cyclegan-lightning and exported"
+        )
+        + " to the Hugging Face hub layout (`config.json`, `model.safetensors`) by cyclegan-lightning.",
         "",
         "## Model",
         "",
