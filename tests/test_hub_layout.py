@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,40 @@ def test_export_command_writes_the_folder_beside_the_run(tiny_runs, tmp_path):
     assert torch.equal(Translator.from_pretrained(folder, **EAGER).translate_tensor(x), want)
     with pytest.raises(CheckpointError, match="not a model folder"):  # a folder of something else
         load_script("export").run(export_cfg(make_dataset(tmp_path / "data", 1, 1), tmp_path / "out", "format=hf"))
+
+
+def test_repo_ids_go_through_huggingface_hub_which_tests_replace(exported, monkeypatch):
+    """No network: huggingface_hub's snapshot_download and HfApi are replaced by fakes that record their calls."""
+    hub = pytest.importorskip("huggingface_hub")
+    _, folder = exported
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(folder)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    translator = Translator.from_pretrained("me/horse2zebra", **EAGER)
+    assert translator.directions == ("a2b", "b2a")
+    (repo_id, kwargs), *_ = calls
+    assert repo_id == "me/horse2zebra" and kwargs["local_files_only"] is True  # CYCLEGAN_OFFLINE=1 (conftest)
+    assert {"config.json", "model.safetensors"} <= set(kwargs["allow_patterns"])
+
+    uploaded = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok):
+            uploaded["repo"] = (repo_id, private)
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            return "https://hub/commit/1"
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    assert translator.push_to_hub("me/copy", private=True) == "https://hub/commit/1"
+    files = ["README.md", "config.json", "model.safetensors", "samples.png"]  # the card's grid carried over
+    assert uploaded == {"repo": ("me/copy", True), "files": files}
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(ConfigError, match=r"cyclegan-lightning\[hub\]"):
+        Translator.from_pretrained("me/other", **EAGER)

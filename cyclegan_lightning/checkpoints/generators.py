@@ -216,8 +216,10 @@ def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, d
         )
         # the official CUT code's anti-aliased layout: its blur layers keep a `filt` buffer, 3x3 down, 4x4 up
         blurs = {state[k].shape[-1] for k in keys if re.fullmatch(r"model\.\d+\.filt", k)}
-        kwargs |= {"downsample": "antialias" if 3 in blurs else "stride"}
-        kwargs |= {"upsample": "antialias" if 4 in blurs else "transpose"}
+        kwargs |= {
+            "downsample": "antialias" if 3 in blurs else "stride",
+            "upsample": "antialias" if 4 in blurs else "transpose",
+        }
         return "resnet", kwargs
     if "model.model.0.weight" in keys:  # U-Net: nested skip blocks, one "model" level per downsampling
         stem = state["model.model.0.weight"]
