@@ -123,8 +123,12 @@ def test_predict_and_evaluate_take_the_folder_as_ckpt_path(exported, tiny_runs, 
     assert from_folder.translated == from_ckpt.translated == 3
     for out in sorted((tmp_path / "ckpt").rglob("*.png")):
         assert out.read_bytes() == (tmp_path / "folder" / out.relative_to(tmp_path / "ckpt")).read_bytes()
-    cfg = evaluate_cfg(f"ckpt_path={folder}", f"data_root={root}", "fid.enabled=false", f"output_dir={tmp_path / 'ev'}")
-    (result,) = evaluate_run()(cfg)["checkpoints"]
+    run = tmp_path / "run"  # a model folder inside a run folder is evaluated itself, not the run's checkpoints
+    shutil.copytree(tiny_runs[1][0], run)
+    shutil.copytree(folder, run / "hf")
+    cfg = evaluate_cfg(f"ckpt_path={run / 'hf'}", "fid.enabled=false", f"output_dir={tmp_path / 'ev'}")
+    (result,) = evaluate_run()(cfg)["checkpoints"]  # on the run's own test set
+    assert result["which"] == "hf" and result["checkpoint"] == str(run / "hf")
     assert set(result["metrics"]) == {"a2b", "b2a"} and result["metrics"]["a2b"]["n_images"] == 3
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ CPU_FP32_BACKENDS = ("onnxruntime", "fastconv")
 # backend=auto compiles for a run with this many pixels of one image size (about 900 images of 256x256): compiling
 # takes ~80 s the first time and saves ~0.09 s per 256x256 image against fastconv (docs/performance.md)
 COMPILE_PAYS_OFF_PIXELS = 60_000_000
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name, as the hub spells repositories
 
 
 class FrozenCompiled:
@@ -210,7 +212,7 @@ class Translator:
         such local path exists, the hub repository of that id through ``huggingface_hub`` (the extra ``hub``; its
         cached copy only under ``CYCLEGAN_OFFLINE=1``). ``kwargs``: this class's options (device, precision ...)."""
         path = Path(folder_or_repo_id)
-        if not path.exists() and str(folder_or_repo_id).count("/") == 1 and not str(folder_or_repo_id).startswith("."):
+        if not path.exists() and HUB_REPO_ID.fullmatch(str(folder_or_repo_id)):
             from cyclegan_lightning.evaluation.metrics import offline
 
             path = download_pretrained(str(folder_or_repo_id), revision, offline=offline())
