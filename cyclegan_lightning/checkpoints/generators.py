@@ -31,8 +31,8 @@ from torch import nn
 
 from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
 from cyclegan_lightning.checkpoints.loading import safe_load
-from cyclegan_lightning.downloads.pretrained import resolve_pretrained
 from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder, read_pretrained_folder
+from cyclegan_lightning.downloads.pretrained import resolve_pretrained
 from cyclegan_lightning.errors import CheckpointError
 from cyclegan_lightning.models.ema import ema_state_prefix
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
@@ -94,7 +94,7 @@ def load_generators(
     takes a .ckpt's EMA weights where it has them (``False``: the trained weights themselves)."""
     if arch not in ARCHS:
         raise CheckpointError(f"arch must be one of {ARCHS}, got {arch!r}")
-    path = Path(resolve_pretrained(path))  # "pretrained:<name>": the reference's published generator, fetched once
+    path = resolve_pretrained(path)  # "pretrained:<name>": the reference's published generator, fetched once
     if is_pretrained_folder(path):
         return _from_pretrained_folder(path, arch)
     obj = _read(path)

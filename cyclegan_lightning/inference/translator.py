@@ -213,7 +213,7 @@ class Translator:
         cached copy only under ``CYCLEGAN_OFFLINE=1``). ``kwargs``: this class's options (device, precision ...)."""
         path = Path(folder_or_repo_id)
         if not path.exists() and HUB_REPO_ID.fullmatch(str(folder_or_repo_id)):
-            from cyclegan_lightning.evaluation.metrics import offline
+            from cyclegan_lightning.downloads import offline
 
             path = download_pretrained(str(folder_or_repo_id), revision, offline=offline())
         return cls(load_generators(path), **kwargs)
