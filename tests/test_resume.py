@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import TINY, compose_train_cfg, make_dataset
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from probes import ROOT
+from probes import ROOT, fake_slurm_job
 
 from cyclegan_lightning.checkpoints.atomic import AtomicCheckpointIO
 from cyclegan_lightning.errors import CheckpointError
@@ -140,8 +140,14 @@ def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monk
     assert io.load_checkpoint(target)["step"].item() == 1
 
 
-def _start(args: list[str], root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+def _start(args: list[str], root: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "tests"),
+        "CYCLEGAN_ROOT": str(root),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),  # the in-process runs' thread count: the same arithmetic
+        **(env or {}),
+    }
     env.pop(resume.RESOLVED_ENV, None)
     log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
     return subprocess.Popen(
@@ -209,6 +215,29 @@ def test_sigterm_to_the_job_saves_then_sigkill_mid_epoch_then_auto_resume_finish
     assert proc.wait(timeout=180) == 0
     final = _load(runs / "third" / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 1 and final["global_step"] == 2 * 2 * 2
+
+
+def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_equal(straight, tmp_path: Path):
+    """A fake SLURM job (SLURM_* variables, a stub ``scontrol`` on PATH that records its arguments) gets SIGUSR1,
+    to the whole job (main process and its 2 workers), during batch 1 of epoch 2: it saves after that batch, runs
+    ``scontrol requeue <job id>`` once and exits 0. The requeued job (same run folder and command line,
+    ``SLURM_RESTART_COUNT=1``, no ``ckpt_path``: resumed as with ``auto``) ends bitwise equal to the uninterrupted
+    run."""
+    data, reference = straight
+    env, scontrol_calls = fake_slurm_job(tmp_path, job_id="4242")
+    run = tmp_path / "outputs" / "demo" / "runs" / "4242"  # hydra.run.dir=.../$SLURM_JOB_ID: the same on requeue
+    args = [*TINY, *EXACT, f"data.root={data}", "trainer.max_epochs=2", *WORKERS, f"hydra.run.dir={run}"]
+    signal_at = ["+callbacks.usr1._target_=probes.SignalJobAt", "+callbacks.usr1.epoch=1", "+callbacks.usr1.batch=1"]
+    assert _start([*args, *signal_at], tmp_path, env).wait(timeout=180) == 0
+    assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]
+    saved = _load(run / "checkpoints" / "last.ckpt")
+    assert saved["epoch"] == 1 and saved["global_step"] == (2 + 1) * 2  # after batch 1 of epoch 2, mid-epoch
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # Lightning's own SLURM handler stayed out of it
+
+    requeued = {**env, "SLURM_RESTART_COUNT": "1"}
+    assert _start(args, tmp_path, requeued).wait(timeout=180) == 0
+    _assert_same_training_state(reference, _load(run / "checkpoints" / "last.ckpt"))
+    assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]  # the finished job did not requeue
 
 
 @pytest.mark.slow
