@@ -54,6 +54,7 @@ class RankProbe(Callback):
             "paths_b": self.paths_b,
             "weights": state_hash(pl_module.state_dict()),
             "epoch": trainer.current_epoch,
+            "cluster": type(trainer.strategy.cluster_environment).__name__,  # who started the processes
         }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -138,8 +139,16 @@ def fake_slurm_job(folder: Path, job_id: str = "4242", scontrol_status: int = 0)
     return env, calls
 
 
-def train_py(args: list[str], root: Path, env: dict | None = None, timeout: float = 300, check: bool = True):
-    """Run ``python train.py *args`` with ``tests/`` importable and ``outputs/`` under ``root``; return the result.
+def train_py(
+    args: list[str],
+    root: Path,
+    env: dict | None = None,
+    timeout: float = 300,
+    check: bool = True,
+    launcher: list[str] | None = None,
+):
+    """Run ``python [*launcher] train.py *args`` with ``tests/`` importable and ``outputs/`` under ``root``; return
+    the result. ``launcher``: e.g. ``["-m", "torch.distributed.run", "--nproc-per-node=2", ...]`` (torchrun).
 
     ``CYCLEGAN_ROOT=root`` keeps every run (and ``ckpt_path=auto``'s search) out of the project's own outputs/.
     """
@@ -157,7 +166,7 @@ def train_py(args: list[str], root: Path, env: dict | None = None, timeout: floa
     }
     full_env.pop("CYCLEGAN_RESUMED_FROM", None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, *(launcher or []), str(ROOT / "train.py"), *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,

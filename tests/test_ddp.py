@@ -7,6 +7,7 @@ entry point and reads back what each rank wrote through ``tests/probes.py``'s ``
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,23 +17,28 @@ from conftest import TINY, make_dataset
 from probes import state_hash, train_py
 
 
+def _ddp_args(tmp: Path, name: str) -> list[str]:
+    """The 2-process CPU run of these tests (8 images, 1 epoch, a pool of 2), into ``tmp/name`` with its probe's
+    records in ``tmp/name-probe`` (``ddp_run``'s: ``tmp/run`` and ``tmp/probe``)."""
+    probe = tmp / ("probe" if name == "run" else f"{name}-probe")
+    return [
+        "trainer=ddp_cpu",
+        *TINY,
+        f"data.root={tmp / 'data'}",
+        "trainer.max_epochs=1",
+        "model.pool_size=2",
+        f"hydra.run.dir={tmp / name}",
+        "+callbacks.probe._target_=probes.RankProbe",
+        f"+callbacks.probe.out_dir={probe}",
+    ]
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
+    """Lightning's own 2-process launch: ``train.py trainer=ddp_cpu`` re-runs its command line for rank 1."""
     tmp = tmp_path_factory.mktemp("ddp")
-    data = make_dataset(tmp / "data", n_train=8)
-    train_py(
-        [
-            "trainer=ddp_cpu",
-            *TINY,
-            f"data.root={data}",
-            "trainer.max_epochs=1",
-            "model.pool_size=2",
-            f"hydra.run.dir={tmp / 'run'}",
-            "+callbacks.probe._target_=probes.RankProbe",
-            f"+callbacks.probe.out_dir={tmp / 'probe'}",
-        ],
-        root=tmp,
-    )
+    make_dataset(tmp / "data", n_train=8)
+    train_py(_ddp_args(tmp, "run"), root=tmp)
     return tmp
 
 
@@ -116,3 +122,33 @@ def test_ddp_resume_restores_each_ranks_pools_and_rng(ddp_run: Path):
         for d in "ab":
             pool_a, pool_b = sa[d]["images"], sb[d]["images"]
             assert len(pool_a) == len(pool_b) == 2 and all(torch.equal(x, y) for x, y in zip(pool_a, pool_b))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_end_with_the_weights_of_lightnings_own_launch(ddp_run: Path):
+    """``torchrun --nproc-per-node=2`` on 127.0.0.1 starts both gloo processes itself (Lightning detects torchrun
+    and starts none): the same config and seed end with bitwise the weights of Lightning's own launch, on both
+    ranks, from the same data split."""
+    torchrun = ["-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2"]
+    torchrun += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    train_py(_ddp_args(ddp_run, "torchrun"), root=ddp_run, launcher=torchrun)
+    for rank in (0, 1):
+        own = json.loads((ddp_run / "probe" / f"rank{rank}.json").read_text())
+        launched = json.loads((ddp_run / "torchrun-probe" / f"rank{rank}.json").read_text())
+        assert (own["cluster"], launched["cluster"]) == ("LightningEnvironment", "TorchElasticEnvironment")
+        assert launched["world_size"] == 2 and launched["paths_a"] == own["paths_a"]
+        assert launched["weights"] == own["weights"]
+    saved = [
+        torch.load(ddp_run / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for name in ("run", "torchrun")
+    ]
+    assert state_hash(saved[0]["state_dict"]) == state_hash(saved[1]["state_dict"])
+    for opt_a, opt_b in zip(saved[0]["optimizer_states"], saved[1]["optimizer_states"], strict=True):
+        for pid, state in opt_a["state"].items():
+            assert all(torch.equal(v, opt_b["state"][pid][k]) for k, v in state.items()), pid

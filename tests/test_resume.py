@@ -121,6 +121,32 @@ def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path,
         resume.find_resume_checkpoint(str(tmp_path / "typo.ckpt"), logs, "demo")
 
 
+def test_ckpt_path_auto_takes_the_newest_of_last_and_lightnings_hpc_checkpoints(tmp_path: Path, monkeypatch):
+    """Lightning's own SLURM handler (where it is in charge) writes ``hpc_ckpt_<n>.ckpt`` into the run folder: one
+    rule for both kinds, the newest wins, across the experiment and within a multirun job's own folder. A job SLURM
+    requeued (``SLURM_RESTART_COUNT`` > 0) resumes even when its command line has no ``ckpt_path``."""
+    monkeypatch.delenv(resume.RESOLVED_ENV, raising=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    logs = tmp_path / "outputs"
+    files = ["demo/runs/7/checkpoints/last.ckpt", "demo/runs/7/hpc_ckpt_1.ckpt", "demo/multiruns/t/0/hpc_ckpt_2.ckpt"]
+    for i, rel in enumerate([*files, "demo/multiruns/t/0/checkpoints/last.ckpt"]):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_bytes(b"x")
+        os.utime(logs / rel, (1000 + i, 1000 + i))
+    os.utime(logs / "demo/runs/7/hpc_ckpt_1.ckpt", (5000, 5000))  # saved after that run's last.ckpt
+    assert resume.find_resume_checkpoint("auto", logs, "demo") == str(logs / "demo/runs/7/hpc_ckpt_1.ckpt")
+    own = logs / "demo/multiruns/t/0"  # here last.ckpt is the newer one
+    found = resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=own)
+    assert found == str(own / "checkpoints/last.ckpt")
+    os.utime(own / "hpc_ckpt_2.ckpt", (6000, 6000))
+    found = resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=own)
+    assert found == str(own / "hpc_ckpt_2.ckpt")
+
+    assert resume.find_resume_checkpoint(None, logs, "demo") is None  # a first run: from scratch
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same command, requeued
+    assert resume.find_resume_checkpoint(None, logs, "demo") == str(logs / "demo/multiruns/t/0/hpc_ckpt_2.ckpt")
+
+
 def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monkeypatch):
     io = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
