@@ -54,7 +54,8 @@ class RankProbe(Callback):
             "paths_b": self.paths_b,
             "weights": state_hash(pl_module.state_dict()),
             "epoch": trainer.current_epoch,
-            "cluster": type(trainer.strategy.cluster_environment).__name__,  # who started the processes
+            # who started the processes (a single-device strategy has no cluster environment)
+            "cluster": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
         }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -90,10 +91,13 @@ class SignalJobAt(Callback):
     """At the start of batch ``batch`` (1-based) of epoch ``epoch`` (0-based), send ``signal`` to this process's
     whole process group, DataLoader workers included, as SLURM signals every process of a job step."""
 
-    def __init__(self, epoch: int, batch: int, signame: str = "SIGUSR1"):
+    def __init__(self, epoch: int, batch: int, signame: str = "SIGUSR1", rank: int | None = None):
         self.epoch, self.batch, self.signum = epoch, batch, signal.Signals[signame]
+        self.rank = rank  # only this global rank's job step gets it (None: any)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if (trainer.current_epoch, batch_idx + 1) == (self.epoch, self.batch):
             os.killpg(os.getpgid(0), self.signum)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -261,7 +262,10 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_eq
     assert not list(run.glob("hpc_ckpt_*.ckpt"))  # Lightning's own SLURM handler stayed out of it
 
     requeued = {**env, "SLURM_RESTART_COUNT": "1"}
-    assert _start(args, tmp_path, requeued).wait(timeout=180) == 0
+    probe = ["+callbacks.probe._target_=probes.RankProbe", f"+callbacks.probe.out_dir={tmp_path / 'probe'}"]
+    assert _start([*args, *probe], tmp_path, requeued).wait(timeout=180) == 0
+    trained = json.loads((tmp_path / "probe" / "rank0.json").read_text())["paths_a"]
+    assert len(trained) == 2  # it resumed: only the last batch (2 images) was left, not the whole run again
     _assert_same_training_state(reference, _load(run / "checkpoints" / "last.ckpt"))
     assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]  # the finished job did not requeue
 

@@ -248,8 +248,10 @@ class CheckpointOnSignal(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        trainer.save_checkpoint(self.path)  # every rank: the per-rank state is gathered to rank 0, which writes
-        why = self.received.name if self._stopping and self.received else "SIGTERM"
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank: the per-rank state is gathered to rank 0
+        why = "SIGTERM"
+        if self._stopping:  # a requeue signal, here or (under DDP) on another rank
+            why = self.received.name if self.received else "a requeue signal to another rank"
         if self._stopping and trainer.is_global_zero:
             self.requeue_requested = not _training_finished(trainer)
         if trainer.is_global_zero:
