@@ -172,7 +172,7 @@ def _start(args: list[str], root: Path, env: dict[str, str] | None = None) -> su
         **os.environ,
         "PYTHONPATH": str(ROOT / "tests"),
         "CYCLEGAN_ROOT": str(root),
-        "OMP_NUM_THREADS": str(torch.get_num_threads()),  # the in-process runs' thread count: the same arithmetic
+        "OMP_NUM_THREADS": "1",
         **(env or {}),
     }
     env.pop(resume.RESOLVED_ENV, None)
@@ -252,10 +252,11 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_eq
     run."""
     data, reference = straight
     env, scontrol_calls = fake_slurm_job(tmp_path, job_id="4242")
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # as in ``straight`` (in this process): the same arithmetic
     run = tmp_path / "outputs" / "demo" / "runs" / "4242"  # hydra.run.dir=.../$SLURM_JOB_ID: the same on requeue
     args = [*TINY, *EXACT, f"data.root={data}", "trainer.max_epochs=2", *WORKERS, f"hydra.run.dir={run}"]
     signal_at = ["+callbacks.usr1._target_=probes.SignalJobAt", "+callbacks.usr1.epoch=1", "+callbacks.usr1.batch=1"]
-    assert _start([*args, *signal_at], tmp_path, env).wait(timeout=180) == 0
+    assert _start([*args, *signal_at], tmp_path, env).wait(timeout=600) == 0
     assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]
     saved = _load(run / "checkpoints" / "last.ckpt")
     assert saved["epoch"] == 1 and saved["global_step"] == (2 + 1) * 2  # after batch 1 of epoch 2, mid-epoch
@@ -263,7 +264,7 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_eq
 
     requeued = {**env, "SLURM_RESTART_COUNT": "1"}
     probe = ["+callbacks.probe._target_=probes.RankProbe", f"+callbacks.probe.out_dir={tmp_path / 'probe'}"]
-    assert _start([*args, *probe], tmp_path, requeued).wait(timeout=180) == 0
+    assert _start([*args, *probe], tmp_path, requeued).wait(timeout=600) == 0
     trained = json.loads((tmp_path / "probe" / "rank0.json").read_text())["paths_a"]
     assert len(trained) == 2  # it resumed: only the last batch (2 images) was left, not the whole run again
     _assert_same_training_state(reference, _load(run / "checkpoints" / "last.ckpt"))
