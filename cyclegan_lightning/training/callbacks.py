@@ -206,6 +206,7 @@ class CheckpointOnSignal(Callback):
 
     # ---- the signal ------------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_handlers()  # a previous fit in this process that ended on an exception
         self.received, self.requeue_requested, self._stopping = None, False, False
         if stage != "fit" or slurm.job_id() is None or threading.current_thread() is not threading.main_thread():
             return
