@@ -54,6 +54,8 @@ class RankProbe(Callback):
             "paths_b": self.paths_b,
             "weights": state_hash(pl_module.state_dict()),
             "epoch": trainer.current_epoch,
+            # who started the processes (a single-device strategy has no cluster environment)
+            "cluster": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
         }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -85,6 +87,21 @@ class SigtermAfter(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SignalJobAt(Callback):
+    """At the start of batch ``batch`` (1-based) of epoch ``epoch`` (0-based), send ``signal`` to this process's
+    whole process group, DataLoader workers included, as SLURM signals every process of a job step."""
+
+    def __init__(self, epoch: int, batch: int, signame: str = "SIGUSR1", rank: int | None = None):
+        self.epoch, self.batch, self.signum = epoch, batch, signal.Signals[signame]
+        self.rank = rank  # only this global rank's job step gets it (None: any)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
+        if (trainer.current_epoch, batch_idx + 1) == (self.epoch, self.batch):
+            os.killpg(os.getpgid(0), self.signum)
+
+
 class FailOnJob(Callback):
     """Raise in ``setup`` when this is multirun job number ``job_num`` (a crashing sweep trial); ``None``: always."""
 
@@ -102,8 +119,40 @@ class FailOnJob(Callback):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_py(args: list[str], root: Path, env: dict | None = None, timeout: float = 300, check: bool = True):
-    """Run ``python train.py *args`` with ``tests/`` importable and ``outputs/`` under ``root``; return the result.
+def fake_slurm_job(folder: Path, job_id: str = "4242", scontrol_status: int = 0) -> tuple[dict[str, str], Path]:
+    """Environment variables of a one-task SLURM batch job (as ``srun`` sets them, so Lightning detects SLURM) with
+    a stub ``scontrol`` first on PATH that appends its arguments to the returned log file and exits with
+    ``scontrol_status``."""
+    bin_dir, calls = folder / "slurm-bin", folder / "scontrol-calls.txt"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    stub = bin_dir / "scontrol"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexit {scontrol_status}\n')
+    stub.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_NAME": "train",  # not "bash" / "interactive", which Lightning takes for an interactive shell
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }
+    return env, calls
+
+
+def train_py(
+    args: list[str],
+    root: Path,
+    env: dict | None = None,
+    timeout: float = 300,
+    check: bool = True,
+    launcher: list[str] | None = None,
+):
+    """Run ``python [*launcher] train.py *args`` with ``tests/`` importable and ``outputs/`` under ``root``; return
+    the result. ``launcher``: e.g. ``["-m", "torch.distributed.run", "--nproc-per-node=2", ...]`` (torchrun).
 
     ``CYCLEGAN_ROOT=root`` keeps every run (and ``ckpt_path=auto``'s search) out of the project's own outputs/.
     """
@@ -121,7 +170,7 @@ def train_py(args: list[str], root: Path, env: dict | None = None, timeout: floa
     }
     full_env.pop("CYCLEGAN_RESUMED_FROM", None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, *(launcher or []), str(ROOT / "train.py"), *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,

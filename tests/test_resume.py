@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import TINY, compose_train_cfg, make_dataset
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from probes import ROOT
+from probes import ROOT, fake_slurm_job
 
 from cyclegan_lightning.checkpoints.atomic import AtomicCheckpointIO
 from cyclegan_lightning.errors import CheckpointError
@@ -121,6 +122,32 @@ def test_ckpt_path_auto_finds_newest_last_of_the_same_experiment(tmp_path: Path,
         resume.find_resume_checkpoint(str(tmp_path / "typo.ckpt"), logs, "demo")
 
 
+def test_ckpt_path_auto_takes_the_newest_of_last_and_lightnings_hpc_checkpoints(tmp_path: Path, monkeypatch):
+    """Lightning's own SLURM handler (where it is in charge) writes ``hpc_ckpt_<n>.ckpt`` into the run folder: one
+    rule for both kinds, the newest wins, across the experiment and within a multirun job's own folder. A job SLURM
+    requeued (``SLURM_RESTART_COUNT`` > 0) resumes even when its command line has no ``ckpt_path``."""
+    monkeypatch.delenv(resume.RESOLVED_ENV, raising=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    logs = tmp_path / "outputs"
+    files = ["demo/runs/7/checkpoints/last.ckpt", "demo/runs/7/hpc_ckpt_1.ckpt", "demo/multiruns/t/0/hpc_ckpt_2.ckpt"]
+    for i, rel in enumerate([*files, "demo/multiruns/t/0/checkpoints/last.ckpt"]):
+        (logs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (logs / rel).write_bytes(b"x")
+        os.utime(logs / rel, (1000 + i, 1000 + i))
+    os.utime(logs / "demo/runs/7/hpc_ckpt_1.ckpt", (5000, 5000))  # saved after that run's last.ckpt
+    assert resume.find_resume_checkpoint("auto", logs, "demo") == str(logs / "demo/runs/7/hpc_ckpt_1.ckpt")
+    own = logs / "demo/multiruns/t/0"  # here last.ckpt is the newer one
+    found = resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=own)
+    assert found == str(own / "checkpoints/last.ckpt")
+    os.utime(own / "hpc_ckpt_2.ckpt", (6000, 6000))
+    found = resume.find_resume_checkpoint("auto", logs, "demo", multirun=True, output_dir=own)
+    assert found == str(own / "hpc_ckpt_2.ckpt")
+
+    assert resume.find_resume_checkpoint(None, logs, "demo") is None  # a first run: from scratch
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same command, requeued
+    assert resume.find_resume_checkpoint(None, logs, "demo") == str(logs / "demo/multiruns/t/0/hpc_ckpt_2.ckpt")
+
+
 def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monkeypatch):
     io = AtomicCheckpointIO()
     target = tmp_path / "checkpoints" / "last.ckpt"
@@ -140,8 +167,14 @@ def test_failed_write_keeps_previous_checkpoint_and_says_so(tmp_path: Path, monk
     assert io.load_checkpoint(target)["step"].item() == 1
 
 
-def _start(args: list[str], root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "CYCLEGAN_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+def _start(args: list[str], root: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "tests"),
+        "CYCLEGAN_ROOT": str(root),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     env.pop(resume.RESOLVED_ENV, None)
     log = open(root / f"log-{time.monotonic_ns()}.txt", "w")
     return subprocess.Popen(
@@ -209,6 +242,33 @@ def test_sigterm_to_the_job_saves_then_sigkill_mid_epoch_then_auto_resume_finish
     assert proc.wait(timeout=180) == 0
     final = _load(runs / "third" / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 1 and final["global_step"] == 2 * 2 * 2
+
+
+def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_equal(straight, tmp_path: Path):
+    """A fake SLURM job (SLURM_* variables, a stub ``scontrol`` on PATH that records its arguments) gets SIGUSR1,
+    to the whole job (main process and its 2 workers), during batch 1 of epoch 2: it saves after that batch, runs
+    ``scontrol requeue <job id>`` once and exits 0. The requeued job (same run folder and command line,
+    ``SLURM_RESTART_COUNT=1``, no ``ckpt_path``: resumed as with ``auto``) ends bitwise equal to the uninterrupted
+    run."""
+    data, reference = straight
+    env, scontrol_calls = fake_slurm_job(tmp_path, job_id="4242")
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # as in ``straight`` (in this process): the same arithmetic
+    run = tmp_path / "outputs" / "demo" / "runs" / "4242"  # hydra.run.dir=.../$SLURM_JOB_ID: the same on requeue
+    args = [*TINY, *EXACT, f"data.root={data}", "trainer.max_epochs=2", *WORKERS, f"hydra.run.dir={run}"]
+    signal_at = ["+callbacks.usr1._target_=probes.SignalJobAt", "+callbacks.usr1.epoch=1", "+callbacks.usr1.batch=1"]
+    assert _start([*args, *signal_at], tmp_path, env).wait(timeout=600) == 0
+    assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]
+    saved = _load(run / "checkpoints" / "last.ckpt")
+    assert saved["epoch"] == 1 and saved["global_step"] == (2 + 1) * 2  # after batch 1 of epoch 2, mid-epoch
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # Lightning's own SLURM handler stayed out of it
+
+    requeued = {**env, "SLURM_RESTART_COUNT": "1"}
+    probe = ["+callbacks.probe._target_=probes.RankProbe", f"+callbacks.probe.out_dir={tmp_path / 'probe'}"]
+    assert _start([*args, *probe], tmp_path, requeued).wait(timeout=600) == 0
+    trained = json.loads((tmp_path / "probe" / "rank0.json").read_text())["paths_a"]
+    assert len(trained) == 2  # it resumed: only the last batch (2 images) was left, not the whole run again
+    _assert_same_training_state(reference, _load(run / "checkpoints" / "last.ckpt"))
+    assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]  # the finished job did not requeue
 
 
 @pytest.mark.slow

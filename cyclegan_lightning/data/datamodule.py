@@ -40,10 +40,13 @@ N_VAL_FALLBACK = 8  # validation images taken from the training folders when the
 CHECK_MODES = ("header", "full", "none")
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """Workers leave SIGTERM to the main process: a scheduler that signals the whole job (SLURM does) must not
-    kill them before the main process has saved its pre-emption checkpoint; they exit when it does."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _ignore_job_signals(worker_id: int) -> None:
+    """Workers leave SIGTERM and SLURM's requeue signals (USR1, USR2: their default action ends a process) to the
+    main process: a scheduler that signals the whole job (SLURM does) must not kill them before the main process
+    has saved its pre-emption checkpoint; they exit when it does."""
+    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
+        if hasattr(signal, name):  # no USR1/USR2 on Windows
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _ignores_sigterm(pid: int) -> bool:
@@ -257,7 +260,7 @@ class UnpairedDataModule(LightningDataModule):
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
-            worker_init_fn=_ignore_sigterm if workers > 0 else None,
+            worker_init_fn=_ignore_job_signals if workers > 0 else None,
             generator=torch.Generator().manual_seed(0),  # the workers' seeds: never drawn from the global RNG,
         )  # whose use in training must not depend on how many loaders or workers there are
 

@@ -1,9 +1,14 @@
-"""Callbacks of a training run: sample grids, training curves, a checkpoint on SIGTERM, per-rank seeds."""
+"""Callbacks of a training run: sample grids, training curves, a checkpoint on SIGTERM or a SLURM requeue signal,
+per-rank seeds."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,8 @@ from torchvision.utils import make_grid
 
 from cyclegan_lightning.checkpoints.atomic import save_png_atomic
 from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
+from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.training import slurm
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +166,137 @@ class PlotCurves(Callback):
                 return
 
 
-class CheckpointOnSigterm(Callback):
-    """On SIGTERM (sent by schedulers before pre-emption), save ``dirpath/filename`` and let the run end cleanly.
+class CheckpointOnSignal(Callback):
+    """Pre-emption and time limits: save ``dirpath/filename`` after the current batch, end the run cleanly, and under
+    SLURM requeue the job when the signal was a requeue signal, so ``ckpt_path=auto`` continues from the next batch.
 
-    Lightning turns SIGTERM into a ``SIGTERMException`` at the end of the current batch (on every rank); this
-    callback writes the checkpoint then, atomically, so ``ckpt_path=auto`` continues from the next batch.
-    Lightning's ``OnExceptionCheckpoint`` does not fit: it saves on every exception (a crash would write over
+    - SIGTERM (what schedulers send before pre-emption or ``scancel``): Lightning turns it into a
+      ``SIGTERMException`` at the end of the current batch, on every rank; the checkpoint is written then.
+    - ``requeue_signals`` (``sbatch --signal=USR1@120``; submitit's launcher sends USR2 by default), only inside a
+      SLURM job (``SLURM_JOB_ID`` set): the handler only records the signal. At the end of the training batch
+      it arrived in (or of the next one, if it came after this hook ran; after validation, if it came during
+      validation) the run stops exactly as on SIGTERM, and ``requeue_if_asked`` runs ``scontrol requeue <job>``
+      once, from global rank 0, when the run has torn down. Under DDP the ranks decide together (one all-reduce
+      of a flag per batch), so a signal that reaches them at different moments still stops all after the same
+      batch. A signal after the last training batch changes nothing: the run is finishing.
+
+    Why not Lightning's ``SLURMEnvironment(auto_requeue=True)`` handler: it saves ``hpc_ckpt_<n>.ckpt`` *inside* the
+    signal handler, i.e. anywhere in a training step (between the generator and discriminator updates), so the
+    resume is not exact and under DDP its collectives can meet another rank's all-reduce; it requeues at once (SLURM
+    then kills the job, the save may be cut short); and it is not installed when another handler owns the signal,
+    as submitit's does. This handler is installed in ``setup``, before Lightning registers its own, so Lightning
+    sees the signal taken and leaves it alone (submitit's handler is put back at the end). Lightning's
+    ``OnExceptionCheckpoint`` does not fit either: it saves on every exception (a crash would write over
     ``last.ckpt``) and deletes its file at ``teardown``.
     """
 
-    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
+    def __init__(
+        self,
+        dirpath: str,
+        filename: str = "last.ckpt",  # the resume checkpoint: the same file the end-of-epoch checkpoint writes
+        requeue_signals: Sequence[str] = ("SIGUSR1", "SIGUSR2"),  # under SLURM: save, requeue, exit
+    ):
         self.path = Path(dirpath) / filename
+        self.requeue_signals = [s for s in map(_signal_named, requeue_signals) if s is not None]
+        self.received: signal.Signals | None = None  # the requeue signal this process got, if any
+        self.requeue_requested = False  # a checkpoint was saved for a requeue: rank 0 runs scontrol at the end
+        self._stopping = False  # a requeue signal is stopping the run (on every rank)
+        self._trainer: Trainer | None = None
+        self._previous: dict[signal.Signals, object] = {}
 
+    # ---- the signal ------------------------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_handlers()  # a previous fit in this process that ended on an exception
+        self.received, self.requeue_requested, self._stopping = None, False, False
+        if stage != "fit" or slurm.job_id() is None or threading.current_thread() is not threading.main_thread():
+            return
+        self._trainer = trainer
+        for signum in self.requeue_signals:
+            self._previous[signum] = signal.signal(signum, self._on_requeue_signal)
+        names = "/".join(s.name for s in self.requeue_signals)
+        log.info("SLURM job %s: %s saves a checkpoint after the current batch and requeues", slurm.job_id(), names)
+
+    def _on_requeue_signal(self, signum: int, frame: object) -> None:
+        """Only record it: saving here would catch the training step half done (and, under DDP, the ranks at
+        different points)."""
+        self.received = signal.Signals(signum)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if self._trainer is None or self._stopping:
+            return
+        received = self.received is not None
+        if trainer.world_size > 1:  # stop together: if any rank got the signal, every rank stops after this batch
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if received:
+            self._stop(trainer)
+
+    def _stop(self, trainer: Trainer) -> None:
+        """Stop as on SIGTERM: Lightning raises ``SIGTERMException`` after this batch's bookkeeping, so the
+        checkpoint records the batch as done and the resumed run starts with the next one."""
+        self._stopping = True
+        trainer._signal_connector.received_sigterm = True  # noqa: SLF001 -- Lightning's own stop flag
+
+    def _restore_handlers(self) -> None:
+        """Put back the handlers ours replaced, where ours is still installed. Lightning, which saw ours when it
+        registered its own, reinstalls it in its teardown: hence ``teardown`` and ``requeue_if_asked`` do this,
+        not ``on_exception``."""
+        for signum, handler in self._previous.items():
+            if signal.getsignal(signum) == self._on_requeue_signal:
+                signal.signal(signum, handler)
+        self._previous, self._trainer = {}, None
+
+    # ---- the checkpoint ----------------------------------------------------------------------------------------
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank: the per-rank state is gathered to rank 0
+        why = "SIGTERM"
+        if self._stopping:  # a requeue signal, here or (under DDP) on another rank
+            why = self.received.name if self.received else "a requeue signal to another rank"
+        if self._stopping and trainer.is_global_zero:
+            self.requeue_requested = not _training_finished(trainer)
         if trainer.is_global_zero:
-            log.warning("SIGTERM: saved %s at epoch %d; continue with ckpt_path=auto", self.path, trainer.current_epoch)
+            log.warning(
+                "%s: saved %s at epoch %d, step %d; %s",
+                why,
+                self.path,
+                trainer.current_epoch,
+                trainer.global_step,
+                "requeueing the SLURM job" if self.requeue_requested else "continue with ckpt_path=auto",
+            )
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_handlers()
+
+    def requeue_if_asked(self) -> bool:
+        """Run ``scontrol requeue`` once if a requeue signal stopped this run (global rank 0 only), and put the
+        previous signal handlers back. ``run.py`` calls it last, since SLURM ends the job as soon as it requeues it."""
+        self._restore_handlers()
+        if not self.requeue_requested:
+            return False
+        self.requeue_requested = False
+        return slurm.requeue(slurm.job_id())
+
+
+def _signal_named(name: str) -> signal.Signals | None:
+    """``"SIGUSR1"`` -> ``signal.SIGUSR1``; None for a POSIX signal this platform lacks (Windows has no SLURM)."""
+    if name in signal.Signals.__members__:
+        return signal.Signals[name]
+    if os.name == "nt" and name in ("SIGUSR1", "SIGUSR2"):
+        return None
+    raise ConfigError(
+        f"callbacks.checkpoint_on_signal.requeue_signals: {name!r} is not a signal name here; use names such as "
+        "SIGUSR1, SIGUSR2."
+    )
+
+
+def _training_finished(trainer: Trainer) -> bool:
+    """Whether the fit loop had reached ``max_epochs`` / ``max_steps`` (a requeue would only reload the end)."""
+    epochs_done = (
+        trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch >= trainer.max_epochs
+    )
+    steps_done = trainer.max_steps is not None and trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps
+    return epochs_done or steps_done
 
 
 class DistinctRankSeeds(Callback):

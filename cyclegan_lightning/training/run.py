@@ -16,7 +16,7 @@ from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.run_state import WANDB_RUN_ID, RunState
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
-from cyclegan_lightning.training.callbacks import DistinctRankSeeds
+from cyclegan_lightning.training.callbacks import CheckpointOnSignal, DistinctRankSeeds
 from cyclegan_lightning.training.resume import find_resume_checkpoint
 from cyclegan_lightning.training.run_lock import RunDirLock
 
@@ -44,7 +44,8 @@ def is_multirun() -> bool:
 def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig | None = None) -> str | None:
     """Check a resume checkpoint exists before anything is built, so a typo fails in a second, not an hour.
 
-    ``auto``: the newest ``last.ckpt`` of this experiment under ``<paths.log_dir>/<name>/`` (see ``resume.py``).
+    ``auto``: the newest ``last.ckpt`` (or ``hpc_ckpt_*.ckpt``) of this experiment under ``<paths.log_dir>/<name>/``
+    (see ``resume.py``).
     """
     log_dir = cfg.paths.log_dir if cfg is not None else None
     name = cfg.get("name") if cfg is not None else None
@@ -132,8 +133,11 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(hparams)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
-    except SIGTERMException:  # CheckpointOnSigterm saved a checkpoint; exit cleanly so a requeue resumes
+    except SIGTERMException:  # CheckpointOnSignal saved a checkpoint; exit cleanly so a requeue resumes
         _finish_wandb(loggers, exit_code=1, preempted=True)
+        for callback in callbacks:  # last: SLURM ends the job as soon as it requeues it
+            if isinstance(callback, CheckpointOnSignal):
+                callback.requeue_if_asked()
         raise
     except BaseException:
         _finish_wandb(loggers, exit_code=1)
