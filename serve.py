@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cyclegan_lightning.cli import run_command
+from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.inference import build_translator
 
 log = logging.getLogger("serve")
@@ -20,10 +21,12 @@ log = logging.getLogger("serve")
 
 def serve(cfg: DictConfig) -> None:
     """Load the model once, then serve until interrupted."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from cyclegan_lightning.serving import create_app
-
+        from cyclegan_lightning.serving import create_app
+    except ImportError as exc:
+        raise ConfigError(f"serve.py needs {exc.name}: pip install 'cyclegan-lightning[serve]'") from None
     translator = build_translator(cfg.ckpt_path, cfg.translator)
     log.info("loaded %s on %s (%s)", translator.loaded.describe(), translator.device, translator.backend)
     app = create_app(

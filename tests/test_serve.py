@@ -1,6 +1,6 @@
 """The HTTP service on a real local port: translations equal ``Translator``'s bit for bit (odd sizes, grayscale,
-RGBA with its alpha, 16-bit, both directions, concurrent requests; batched ones within 1/255), every bad request is a 4xx
-JSON error and leaves the service serving, and the routes the page and scripts rely on answer."""
+RGBA with its alpha, 16-bit, both directions, concurrent requests; batched ones within 1/255), every bad request
+is a 4xx JSON error and leaves the service serving, and the routes the page and scripts rely on answer."""
 
 from __future__ import annotations
 

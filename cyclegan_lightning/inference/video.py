@@ -42,6 +42,15 @@ class VideoReadError(DataError):
         super().__init__(f"cannot read video {path}: {reason}. Fix or remove this file.")
 
 
+def _av():
+    """PyAV, or a one-line error saying how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise ConfigError("videos need PyAV: pip install 'cyclegan-lightning[video]' (or pip install av)") from None
+    return av
+
+
 def check_video_stats(stats: str) -> str:
     if stats not in VIDEO_STATS:
         raise ConfigError(f"video_stats must be one of {VIDEO_STATS}, got {stats!r}")
@@ -49,8 +58,7 @@ def check_video_stats(stats: str) -> str:
 
 
 def _open(path: Path):
-    import av
-
+    av = _av()
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
@@ -63,7 +71,7 @@ def _open(path: Path):
 
 def _frames(container, path: Path) -> Iterator:
     """Decoded video frames; a corrupt stream becomes ``VideoReadError``."""
-    import av
+    av = _av()
 
     try:
         yield from container.decode(video=0)
@@ -117,7 +125,7 @@ def translate_video(
     progress: bool = True,
 ) -> int:
     """Translate ``src`` into the MP4 ``dst`` (written atomically); returns the number of frames."""
-    import av
+    av = _av()
 
     check_video_stats(stats)
     src, dst = Path(src), Path(dst)
@@ -188,7 +196,7 @@ def write_video(
 ) -> Path:
     """Encode frames (T, 3, H, W) in [0, 1] as an MP4 (H.264, crf 0: lossless), with ``audio`` (mono float samples)
     as AAC if given; written atomically. Builds clips from stills (tests, ``bench/bench_video_flicker.py``)."""
-    import av
+    av = _av()
 
     path = Path(path)
     with atomic_open(path, "wb", fsync=False) as f, av.open(f, "w", format="mp4") as out:
@@ -207,13 +215,22 @@ def write_video(
     return path
 
 
+def pan_over(image: torch.Tensor, width: int, height: int, frames: int, step: int = 1) -> torch.Tensor:
+    """A clip panning left to right over a still ``image`` (3, H, W) in [0, 1], scaled to ``height`` rows and wide
+    enough for ``frames`` windows of ``width`` moved ``step`` pixels each: (frames, 3, height, width). The clips of
+    the tests and of ``bench/bench_video_flicker.py``, built offline."""
+    wide = width + step * (frames - 1)
+    scaled = torch.nn.functional.interpolate(image[None], size=(height, wide), mode="bilinear", antialias=True)[0]
+    return torch.stack([scaled[:, :, i * step : i * step + width] for i in range(frames)]).clamp(0, 1)
+
+
 def _audio_stream(out, a_in):
     """(output audio stream, resampler or None): a copy of ``a_in`` where MP4 holds its codec, else AAC."""
     if a_in is None:
         return None, None
     if a_in.codec_context.name in MP4_AUDIO:
         return out.add_stream_from_template(a_in), None
-    import av
+    av = _av()
 
     log.info("audio %s cannot go into MP4 as it is: re-encoded to AAC", a_in.codec_context.name)
     a_out = out.add_stream("aac", rate=a_in.codec_context.sample_rate)
