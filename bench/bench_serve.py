@@ -72,8 +72,8 @@ def run_clients(url: str, png: bytes, clients: int, seconds: float) -> tuple[int
 
     latencies: list[float] = []
     lock = threading.Lock()
-    start_line = threading.Barrier(clients + 1)
-    stop_at = [0.0]
+    stop_at = [0.0]  # set when every client is warm, before any is released
+    start_line = threading.Barrier(clients + 1, action=lambda: stop_at.__setitem__(0, time.perf_counter() + seconds))
 
     def client() -> None:
         with httpx.Client(timeout=300) as http:
@@ -91,8 +91,7 @@ def run_clients(url: str, png: bytes, clients: int, seconds: float) -> tuple[int
     for t in threads:
         t.start()
     start_line.wait()
-    t0 = time.perf_counter()
-    stop_at[0] = t0 + seconds
+    t0 = stop_at[0] - seconds
     for t in threads:
         t.join()
     return len(latencies), latencies, time.perf_counter() - t0

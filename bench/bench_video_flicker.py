@@ -1,7 +1,7 @@
 """Temporal stability of translated video, with per-frame and with fixed instance-norm statistics.
 
 python bench/bench_video_flicker.py --ckpt outputs/demo/runs/<run>/checkpoints/best.ckpt
-python bench/bench_video_flicker.py --ckpt <ckpt> --photo chelsea --size 160x120 --frames 48 --step 1
+python bench/bench_video_flicker.py --ckpt <ckpt> --photo chelsea --size 160x120 --frames 48 --step 1 --lit
 
 Builds a clip offline: a slow pan (``--step`` pixels a frame) over one of scikit-image's photos, encoded losslessly;
 translates it with ``video_stats=frame`` and ``video_stats=fixed`` (crf 0, so the codec adds no change of its own);
@@ -41,16 +41,22 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=1, help="pan speed in pixels per frame")
     parser.add_argument("--stats-frames", type=int, default=16)
     parser.add_argument("--direction", default="a2b")
+    parser.add_argument("--lit", action="store_true", help="light the photo from one side (0.2 to 1): a pan into light")
     args = parser.parse_args()
     from skimage import data
 
     width, height = map(int, args.size.split("x"))
     photo = torch.from_numpy(getattr(data, args.photo)()[..., :3].copy()).permute(2, 0, 1).float() / 255
+    if args.lit:
+        photo = photo * torch.linspace(0.2, 1.0, photo.shape[-1])
     clip = pan_over(photo, width, height, args.frames, args.step)
     translator = build_translator(args.ckpt, {"device": "cpu", "tile_size": None})
     print(f"{machine()}; {load()}")
     print(f"model: {translator.loaded.describe()}")
-    print(f"clip: {args.frames} frames of {width}x{height}, pan of {args.step} px/frame over skimage.data.{args.photo}")
+    lit = ", lit from one side" if args.lit else ""
+    print(
+        f"clip: {args.frames} frames of {width}x{height}, pan of {args.step} px/frame over skimage.data.{args.photo}{lit}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         src = write_video(clip, Path(tmp) / "clip.mp4", fps=24)
         before = mean_frame_change(read_frames(src))
