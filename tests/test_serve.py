@@ -146,3 +146,16 @@ def test_info_reports_the_training_metrics_of_a_checkpoint(tiny_runs):
     metrics = training_metrics(tiny_runs[1][0] / "checkpoints" / "last.ckpt")
     assert metrics["epoch"] == 0 and metrics["global_step"] > 0
     assert any(k.startswith("best val/") for k in metrics), metrics
+
+
+def test_serve_without_a_checkpoint_is_one_line_and_exit_code_2():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "serve.py")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "ckpt_path=" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
