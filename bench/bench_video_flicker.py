@@ -54,9 +54,8 @@ def main() -> None:
     print(f"{machine()}; {load()}")
     print(f"model: {translator.loaded.describe()}")
     lit = ", lit from one side" if args.lit else ""
-    print(
-        f"clip: {args.frames} frames of {width}x{height}, pan of {args.step} px/frame over skimage.data.{args.photo}{lit}"
-    )
+    pan = f"pan of {args.step} px/frame over skimage.data.{args.photo}{lit}"
+    print(f"clip: {args.frames} frames of {width}x{height}, {pan}")
     with tempfile.TemporaryDirectory() as tmp:
         src = write_video(clip, Path(tmp) / "clip.mp4", fps=24)
         before = mean_frame_change(read_frames(src))
