@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder
 from cyclegan_lightning.cli import output_dir_for, run_command
 from cyclegan_lightning.evaluation import evaluate, fid_extractor, to_markdown, write_results
 from cyclegan_lightning.evaluation.runs import data_folders, pick_checkpoint, run_of, run_test_folders
@@ -23,9 +24,9 @@ log = logging.getLogger("evaluate")
 
 def checkpoints_to_evaluate(ckpt_path: str | Path) -> dict[str, Path]:
     """A run folder (or its ``checkpoints/``): its best and last checkpoints (one, when they are the same file);
-    a file: that file, named by its stem."""
+    a file or a model folder (export.py format=hf): that, named by its stem."""
     path = Path(ckpt_path)
-    if not path.is_dir():
+    if not path.is_dir() or is_pretrained_folder(path):
         return {path.stem: path}
     run = run_of(path)
     if run is None:

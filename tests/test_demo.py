@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclegan_lightning.data.demo import MIX, SHADOW_TINT, _curve, build_demo_dataset, dusk, undusk
+from cyclegan_lightning.data.demo import MIX, SHADOW_TINT, _curve, build_demo_dataset, cel, dusk, undusk
 from cyclegan_lightning.evaluation.metrics import psnr
 from cyclegan_lightning.evaluation.paired import PairedMetrics
 from cyclegan_lightning.training.callbacks import ROW_NAMES, SampleGrid
@@ -34,6 +34,47 @@ def test_dusk_changes_a_photo_strongly_and_inverts_exactly():
     back = undusk(graded)
     assert np.abs(back.astype(int) - x).max() <= 2  # invertible: B->A is learnable (8-bit rounding only)
     assert psnr(as_unit(back), as_unit(x)) > 45
+
+
+def high_frequency_energy(rgb: np.ndarray) -> float:
+    """Mean squared Laplacian of the luma: fine texture (fur, wood grain) raises it."""
+    luma = rgb.astype(np.float64).mean(axis=-1)
+    lap = 4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1] - luma[1:-1, :-2] - luma[1:-1, 2:]
+    return float((lap**2).mean())
+
+
+def test_cel_changes_texture_not_only_colour_and_is_local():
+    x = photo(96)
+    shaded = cel(x)
+    assert psnr(as_unit(shaded), as_unit(x)) < 20  # a strong change
+    # not a per-pixel colour map: two pixels of the same colour can come out differently (their neighbourhoods
+    # differ), which no colour grade (dusk, gray) can do
+    colours = x.reshape(-1, 3)
+    _, first, inverse = np.unique(colours, axis=0, return_index=True, return_inverse=True)
+    outputs = shaded.reshape(-1, 3)
+    assert (np.abs(outputs.astype(int) - outputs[first][inverse.ravel()].astype(int)).max(axis=1) > 40).mean() > 0.01
+    # the fine texture is replaced by sharp band edges and ink lines: far more high-frequency energy, where a colour
+    # grade that dims (dusk) has less
+    assert high_frequency_energy(shaded) > 1.5 * high_frequency_energy(x) > 1.5 * high_frequency_energy(dusk(x))
+    smooth = cel(np.full_like(x, 128))
+    assert len(np.unique(smooth.reshape(-1, 3), axis=0)) == 1  # a flat input stays flat: no invented texture
+    # local: a change 12 pixels away leaves a pixel's output untouched (the filters reach a few pixels)
+    y = x.copy()
+    y[:, 60:] = 255 - y[:, 60:]
+    assert np.array_equal(cel(y)[:, :48], shaded[:, :48])
+    assert not np.array_equal(cel(y)[:, 56:60], shaded[:, 56:60])
+    assert np.array_equal(cel(x), shaded)  # deterministic
+
+
+def test_the_cel_demo_writes_its_a2b_truth(tmp_path):
+    root = build_demo_dataset(tmp_path / "demo_cel", n_train=2, n_test=2, size=36, task="cel")
+    for name in sorted(p.name for p in (root / "testA").iterdir()):
+        image = np.asarray(Image.open(root / "testA" / name))
+        assert np.array_equal(np.asarray(Image.open(root / "truthB" / name)), cel(image))
+    for name in sorted(p.name for p in (root / "trainB").iterdir()):  # B is cel-shaded: few distinct tones
+        b = np.asarray(Image.open(root / "trainB" / name))
+        a = np.asarray(Image.open(root / "trainA" / name))
+        assert len(np.unique(b.reshape(-1, 3), axis=0)) < len(np.unique(a.reshape(-1, 3), axis=0))
 
 
 @pytest.fixture(scope="module")

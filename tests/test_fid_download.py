@@ -1,21 +1,20 @@
-"""The Inception weights download, against a local HTTP server (never the network): verified, atomic, announced,
-refused when offline, and bounded by a timeout."""
+"""The Inception (FID/KID) weights through the tool's one download path, against a local HTTP server (never the
+network): fetched into the tool's cache and verified, a verified copy in torch's hub cache used as it is, and
+nothing requested when fid.download=false or CYCLEGAN_OFFLINE=1."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import http.server
 import io
 import logging
-import socket
-import threading
-from pathlib import Path
 
 import pytest
 import torch
+from local_http import local_server
 
-from cyclegan_lightning.evaluation import INCEPTION, MissingWeightsError, WeightsFile, download_weights
-from cyclegan_lightning.evaluation.metrics import resolve_inception_weights
+from cyclegan_lightning.evaluation import INCEPTION, MissingWeightsError, resolve_inception_weights
+from cyclegan_lightning.evaluation.metrics import torch_hub_inception_path
 
 
 def stand_in_bytes() -> bytes:
@@ -25,112 +24,70 @@ def stand_in_bytes() -> bytes:
     return buf.getvalue()
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self):  # noqa: N802
-        if self.path == "/truncated":  # promises the whole file, sends half, hangs up
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(self.body)))
-            self.end_headers()
-            self.wfile.write(self.body[: len(self.body) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if self.path == "/missing":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    Handler.body = stand_in_bytes()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def empty(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
-
-
-def source(url: str, body: bytes | None = None) -> WeightsFile:
-    digest = hashlib.sha256(body if body is not None else stand_in_bytes()).hexdigest()
-    return WeightsFile("weights-test.pth", url, digest, "1 kB")
+def served(tmp_path, monkeypatch):
+    """(server, stand-in artefact): INCEPTION with the stand-in's URL and SHA-256; empty caches, downloads on."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("CYCLEGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CYCLEGAN_OFFLINE", raising=False)
+    monkeypatch.delenv("CYCLEGAN_MIRROR", raising=False)
+    body = stand_in_bytes()
+    with local_server() as server:
+        server.files[f"/{INCEPTION.filename}"] = body
+        source = dataclasses.replace(
+            INCEPTION, urls=(f"{server.url}/{INCEPTION.filename}",), sha256=hashlib.sha256(body).hexdigest()
+        )
+        yield server, source
 
 
 def test_the_pinned_file_is_torch_fidelitys_with_its_hash_prefix():
-    assert INCEPTION.url.startswith("https://github.com/toshas/torch-fidelity/releases/download/")
-    assert INCEPTION.url.endswith("/" + INCEPTION.name)
-    prefix = INCEPTION.name.rsplit("-", 1)[1].split(".")[0]  # torch.hub names carry the sha256's first 8 digits
-    assert len(INCEPTION.sha256) == 64 and INCEPTION.sha256.startswith(prefix)
+    assert INCEPTION.kind == "metric-weights" and len(INCEPTION.urls) == 1
+    assert INCEPTION.urls[0].startswith("https://github.com/toshas/torch-fidelity/releases/download/")
+    assert INCEPTION.urls[0].endswith("/" + INCEPTION.filename)
+    prefix = INCEPTION.filename.rsplit("-", 1)[1].split(".")[0]  # torch.hub names carry the sha256's first 8 digits
+    assert INCEPTION.sha256 == "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+    assert INCEPTION.sha256.startswith(prefix)
 
 
-def test_download_into_the_hub_cache_is_verified_and_announced(server, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("CYCLEGAN_OFFLINE", raising=False)
-    src = source(f"{server}/weights-test.pth")
+def test_download_into_the_tools_cache_is_verified_and_announced(served, tmp_path, caplog):
+    server, source = served
     with caplog.at_level(logging.INFO):
-        path = resolve_inception_weights(source=src)
-    assert path == tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-test.pth"
+        path = resolve_inception_weights(source=source, timeout=10)
+    assert path == tmp_path / "cache" / "metric-weights" / INCEPTION.filename
     assert path.read_bytes() == stand_in_bytes() and list(path.parent.iterdir()) == [path]
-    said = caplog.text
-    assert src.url in said and str(path) in said and "fid.download=false" in said
+    assert str(path) in caplog.text and "verified" in caplog.text and "CYCLEGAN_OFFLINE=1" in caplog.text
 
-    path.write_bytes(b"changed")  # present: used as is, never fetched again (and here found unreadable)
-    with pytest.raises(MissingWeightsError, match="cannot be read"):
-        resolve_inception_weights(source=src)
+    assert resolve_inception_weights(source=source) == path and len(server.requests) == 1  # cached
 
 
-@pytest.mark.parametrize(
-    ("route", "body", "expected"),
-    [
-        ("/truncated", None, "truncated"),
-        ("/weights-test.pth", b"other bytes", "checksum mismatch"),
-        ("/missing", None, "download failed"),
-    ],
-)
-def test_a_bad_download_leaves_nothing_behind(server, tmp_path, route, body, expected):
-    dest = tmp_path / "cache" / "weights-test.pth"
-    with pytest.raises(MissingWeightsError, match=expected) as info:
-        download_weights(source(server + route, body), dest, timeout=10)
-    assert f"nothing was written to {dest}" in str(info.value)
-    assert empty(dest.parent)  # neither the file nor a temporary one
+def test_a_verified_copy_in_torchs_hub_cache_is_used_without_a_request(served, tmp_path):
+    server, source = served
+    legacy = torch_hub_inception_path(source)
+    assert legacy == tmp_path / "torch_home" / "hub" / "checkpoints" / INCEPTION.filename
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(stand_in_bytes())
+    assert resolve_inception_weights(source=source) == legacy and server.requests == []
 
-
-@pytest.mark.timeout(60)
-def test_a_silent_server_times_out_instead_of_hanging(tmp_path):
-    with socket.socket() as silent:  # accepts connections (the backlog), never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(1)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}/weights-test.pth"
-        with pytest.raises(MissingWeightsError, match="timed out"):
-            download_weights(source(url), tmp_path / "w.pth", timeout=0.5)
-    assert empty(tmp_path)
+    legacy.write_bytes(b"altered")  # not the file: ignored, the verified download is used instead
+    assert resolve_inception_weights(source=source).parent.name == "metric-weights" and len(server.requests) == 1
 
 
 @pytest.mark.parametrize("how", ["config", "env"])
-def test_offline_says_which_file_goes_where(server, tmp_path, monkeypatch, how):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+def test_offline_says_which_file_goes_where_and_requests_nothing(served, tmp_path, monkeypatch, how):
+    server, source = served
     monkeypatch.setenv("CYCLEGAN_OFFLINE", "1" if how == "env" else "0")
-    src = source(f"{server}/weights-test.pth")
     with pytest.raises(MissingWeightsError) as info:
-        resolve_inception_weights(download=how != "config", source=src)
+        resolve_inception_weights(download=how != "config", source=source)
     msg = str(info.value)
-    target = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-test.pth"
-    assert (
-        str(target) in msg
-        and src.url in msg
-        and ("fid.download=false" if how == "config" else "CYCLEGAN_OFFLINE=1") in msg
-    )
-    assert empty(target.parent)
+    target = tmp_path / "cache" / "metric-weights" / INCEPTION.filename
+    assert str(target) in msg and source.urls[0] in msg and str(torch_hub_inception_path(source)) in msg
+    assert ("fid.download=false" if how == "config" else "CYCLEGAN_OFFLINE=1") in msg
+    assert "fid.inception_weights=" in msg and "fid.enabled=false" in msg
+    assert server.requests == [] and not target.parent.exists()
+
+
+def test_a_failed_download_is_a_missing_weights_error(served):
+    server, source = served
+    server.files.clear()  # 404
+    with pytest.raises(MissingWeightsError, match="HTTP 404.*FID/KID need the Inception-v3 weights"):
+        resolve_inception_weights(source=source, timeout=10)

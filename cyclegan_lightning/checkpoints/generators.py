@@ -1,7 +1,7 @@
-"""Find out what a checkpoint file holds and build the generator(s) it describes.
+"""Find out what a checkpoint holds and build the generator(s) it describes.
 
-Two kinds are accepted, both read with ``torch.load(weights_only=True)`` (no pickled code runs) and loaded with
-``strict=True`` (no silently random layer):
+Three kinds are accepted, none running pickled code (``torch.load(weights_only=True)``, safetensors), all loaded
+with ``strict=True`` (no silently random layer):
 
 - a Lightning ``.ckpt`` written by our training: both generators, their config in ``hyper_parameters``; when
   the run kept an EMA of the generator weights (``model.ema_decay``), those averaged weights are loaded (and
@@ -9,7 +9,10 @@ Two kinds are accepted, both read with ``torch.load(weights_only=True)`` (no pic
 - a bare generator ``state_dict`` of the reference implementation (``<epoch>_net_G_A.pth`` = A to B,
   ``<epoch>_net_G_B.pth`` = B to A, pretrained ``latest_net_G.pth``): ResNet (any block count, with or without
   dropout) or U-Net, architecture read from the key layout and tensor shapes. Next to a ``*_net_G_A.pth`` the
-  matching ``*_net_G_B.pth`` is picked up too, so both directions are available.
+  matching ``*_net_G_B.pth`` is picked up too, so both directions are available. The official CUT code's
+  anti-aliased layout (``filt`` buffers of its blur layers) is recognised too;
+- a folder in the Hugging Face hub layout (``config.json`` + ``model.safetensors``, ``checkpoints.pretrained_folder``)
+  written by ``export.py format=hf`` or ``Translator.save_pretrained``.
 
 Anything else (a discriminator, a U-Net where a ResNet was asked for, a truncated download) raises
 ``CheckpointError`` saying what the file is and what to give instead; never a dump of mismatched keys.
@@ -28,6 +31,8 @@ from torch import nn
 
 from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
 from cyclegan_lightning.checkpoints.loading import safe_load
+from cyclegan_lightning.downloads.pretrained import resolve_pretrained
+from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder, read_pretrained_folder
 from cyclegan_lightning.errors import CheckpointError
 from cyclegan_lightning.models.ema import ema_state_prefix
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
@@ -43,9 +48,11 @@ class LoadedGenerators:
 
     generators: dict[str, nn.Module]
     channels: dict[str, int]  # channels of domain "a" and "b"
-    source: str  # "lightning" or "reference"
+    source: str  # "lightning", "reference" or "pretrained" (a hub-layout folder)
     path: Path
     info: dict = field(default_factory=dict)  # architecture details, for logs and reports
+    specs: dict[str, dict] = field(default_factory=dict)  # per direction: {_target_, every constructor argument}
+    training: dict = field(default_factory=dict)  # what the checkpoint says of its run: recipe, data, epochs, scores
 
     def describe(self) -> str:
         arch = ", ".join(f"{k}={v}" for k, v in self.info.items())
@@ -60,7 +67,8 @@ def _read(path: Path) -> object:
         )
     if path.is_dir():
         raise CheckpointError(
-            f"checkpoint {path} is a folder. Give a file: checkpoints/last.ckpt or latest_net_G_A.pth."
+            f"checkpoint {path} is a folder but not a model folder (no config.json, model.safetensors). Give a "
+            "file (checkpoints/last.ckpt, latest_net_G_A.pth) or a folder written by export.py format=hf."
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes). Copy or download it again.")
@@ -86,7 +94,9 @@ def load_generators(
     takes a .ckpt's EMA weights where it has them (``False``: the trained weights themselves)."""
     if arch not in ARCHS:
         raise CheckpointError(f"arch must be one of {ARCHS}, got {arch!r}")
-    path = Path(path)
+    path = Path(resolve_pretrained(path))  # "pretrained:<name>": the reference's published generator, fetched once
+    if is_pretrained_folder(path):
+        return _from_pretrained_folder(path, arch)
     obj = _read(path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         return _from_lightning(path, obj, arch, use_ema)
@@ -113,7 +123,7 @@ def _from_lightning(path: Path, ckpt: dict, arch: str, use_ema: bool = True) -> 
     _check_arch(path, "unet" if "Unet" in spec["_target_"] else "resnet", arch)
     channels = {"a": int(hp.get("channels_a", 3)), "b": int(hp.get("channels_b", 3))}
     state = strip_compiled_prefix(ckpt["state_dict"])
-    gens, weights = {}, {}
+    gens, weights, specs = {}, {}, {}
     for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
         prefix = f"gen_{direction}."
         averaged = state.get(ema_state_prefix(direction).replace(".module.", ".n_averaged"))
@@ -122,7 +132,8 @@ def _from_lightning(path: Path, ckpt: dict, arch: str, use_ema: bool = True) -> 
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not sub:
             continue  # a one-way model (CUT) has no B->A generator
-        net = hydra.utils.instantiate(spec, input_nc=channels[src], output_nc=channels[dst])
+        specs[direction] = {**spec, "input_nc": channels[src], "output_nc": channels[dst]}
+        net = hydra.utils.instantiate(specs[direction])
         _load_strict(path, net, sub, f"generator {direction}")
         gens[direction] = net.eval()
     if not gens:
@@ -131,7 +142,27 @@ def _from_lightning(path: Path, ckpt: dict, arch: str, use_ema: bool = True) -> 
     if weights:
         info["weights"] = "ema"
         log.info("%s: using the EMA of the generator weights (%s)", path.name, "/".join(weights))
-    return LoadedGenerators(gens, channels, "lightning", path, info)
+    return LoadedGenerators(gens, channels, "lightning", path, info, specs, _run_facts(ckpt))
+
+
+def _run_facts(ckpt: dict) -> dict:
+    """What a .ckpt records of its run, plain (JSON-ready): the model class and its hyper-parameters (the recipe),
+    the data module's, the epochs done, the optimizer steps (``global_step``: a GAN steps two or three optimizers per
+    batch) and the score the checkpoint callback monitored."""
+    facts = {
+        "model": (ckpt.get("cyclegan_lightning") or {}).get("model"),
+        "epochs": int(ckpt["epoch"]) + 1 if isinstance(ckpt.get("epoch"), int) else None,
+        "global_step": ckpt.get("global_step"),
+        "hyper_parameters": ckpt.get("hyper_parameters") or {},
+        "data": ckpt.get("datamodule_hyper_parameters") or {},
+    }
+    for name, state in (ckpt.get("callbacks") or {}).items():
+        if name.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor"):
+            score = state.get("best_model_score")
+            facts["monitor"] = state["monitor"]
+            facts["best_score"] = float(score) if score is not None else None
+            break
+    return facts
 
 
 # ---- bare state_dicts of the reference implementation ----------------------------------------------------------
@@ -184,6 +215,12 @@ def _detect_reference(path: Path, state: dict, norm: str | None) -> tuple[str, d
             use_dropout=second - first == (5 if first == 1 else 4),
             padding_type="reflect" if first == 1 else "zero",
         )
+        # the official CUT code's anti-aliased layout: its blur layers keep a `filt` buffer, 3x3 down, 4x4 up
+        blurs = {state[k].shape[-1] for k in keys if re.fullmatch(r"model\.\d+\.filt", k)}
+        kwargs |= {
+            "downsample": "antialias" if 3 in blurs else "stride",
+            "upsample": "antialias" if 4 in blurs else "transpose",
+        }
         return "resnet", kwargs
     if "model.model.0.weight" in keys:  # U-Net: nested skip blocks, one "model" level per downsampling
         stem = state["model.model.0.weight"]
@@ -211,14 +248,16 @@ def _from_reference(path: Path, state: dict, arch: str, norm: str | None) -> Loa
         files["b2a"] = path.parent / f"{m.group(1)}net_G_B.pth"
     elif re.fullmatch(r".*net_G_B\.pth", path.name):
         files = {"b2a": path}
-    gens, info = {}, {}
+    gens, info, specs = {}, {}, {}
     for direction, file in files.items():
         file_state = state if file == path else _read(file)
         if not _tensor_dict(file_state):
             raise CheckpointError(f"checkpoint {file} is not a generator state_dict. Give a reference *_net_G*.pth.")
         detected, kwargs = _detect_reference(file, file_state, norm)
         _check_arch(file, detected, arch)
-        net = (ResnetGenerator if detected == "resnet" else UnetGenerator)(**kwargs)
+        cls = ResnetGenerator if detected == "resnet" else UnetGenerator
+        specs[direction] = {"_target_": f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}", **kwargs}
+        net = cls(**kwargs)
         if (
             kwargs["norm"] == "instance"
         ):  # pre-0.4 PyTorch saved running stats for InstanceNorm; the reference drops them
@@ -231,7 +270,32 @@ def _from_reference(path: Path, state: dict, arch: str, norm: str | None) -> Loa
     first = next(iter(gens.values()))
     in_nc, out_nc = _channels_of(first)
     channels = {"a": in_nc, "b": out_nc} if "a2b" in gens else {"a": out_nc, "b": in_nc}
-    return LoadedGenerators(gens, channels, "reference", path, info)
+    return LoadedGenerators(gens, channels, "reference", path, info, specs)
+
+
+# ---- folders in the Hugging Face hub layout (config.json + model.safetensors) ----------------------------------
+def _from_pretrained_folder(path: Path, arch: str) -> LoadedGenerators:
+    config, states = read_pretrained_folder(path)
+    gens, specs = {}, {}
+    for direction, spec in config["generators"].items():
+        if not str(spec.get("_target_", "")).startswith(ALLOWED_TARGET_PREFIX):
+            raise CheckpointError(
+                f"model folder {path}: config.json builds {spec.get('_target_')!r}, not a cyclegan_lightning network "
+                "(refused: a model folder may only build our own classes). Export the model again."
+            )
+        _check_arch(path, "unet" if "Unet" in spec["_target_"] else "resnet", arch)
+        net = hydra.utils.instantiate(spec)
+        _load_strict(path / "model.safetensors", net, states[direction], f"generator {direction}")
+        gens[direction], specs[direction] = net.eval(), dict(spec)
+    first = next(iter(specs.values()))
+    info = {k: v for k, v in first.items() if k not in ("_target_", "input_nc", "output_nc")}
+    info |= {"arch": first["_target_"].rsplit(".", 1)[-1]}
+    if config.get("weights") == "ema":
+        info["weights"] = "ema"
+    channels = {}
+    for direction, spec in specs.items():
+        channels[direction[0]], channels[direction[2]] = int(spec.get("input_nc", 3)), int(spec.get("output_nc", 3))
+    return LoadedGenerators(gens, channels, "pretrained", path, info, specs, dict(config.get("training") or {}))
 
 
 def _channels_of(net: nn.Module) -> tuple[int, int]:

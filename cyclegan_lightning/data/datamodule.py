@@ -30,6 +30,7 @@ from cyclegan_lightning.data.images import (
     image_size,
 )
 from cyclegan_lightning.data.transforms import build_transform
+from cyclegan_lightning.downloads.datasets import fetch_hint
 from cyclegan_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class UnpairedDataModule(LightningDataModule):
         on_bad_image: str = "skip",  # skip | fail: what an unreadable image does (before and during training)
         check_images: str = "header",  # header | full | none: pre-flight check of every file
         build_demo: bool = False,  # build the bundled demo dataset at root if it is missing
+        demo_task: str = "dusk",  # which demo build_demo builds: dusk (colour) | cel (texture) | gray2colour
         seed: int | None = None,  # data order and each sample's draws (B, crop, flip); None: a random one
     ):
         super().__init__()
@@ -145,7 +147,7 @@ class UnpairedDataModule(LightningDataModule):
             if not folder.is_dir():
                 if not required:
                     continue
-                hint = (
+                hint = fetch_hint(folder) or (
                     "Put your images there, point data.root at a folder holding trainA/ trainB/ testA/ testB/, "
                     "or run `python -m cyclegan_lightning.data.demo` and use experiment=demo"
                 )
@@ -201,7 +203,7 @@ class UnpairedDataModule(LightningDataModule):
         if self.hparams.build_demo and root and not (Path(root) / "trainA").is_dir():
             from cyclegan_lightning.data.demo import build_demo_dataset
 
-            build_demo_dataset(root)
+            build_demo_dataset(root, task=self.hparams.demo_task)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -18,6 +18,13 @@ domain A is the photos in grayscale (stored as RGB, so the demo's 3-channel conf
 colour photos; ``truthB`` holds the colour original of every testA image, ``truthA`` the grayscale of every testB
 image. Colourisation has no single right answer, so its paired PSNR rewards plausible colours, not exact ones
 (``bench/ablation.py`` uses it as its second dataset).
+
+``task="cel"`` (``--task cel``) changes local *texture* as well as colour: B is the photos through :func:`cel`, a
+deterministic cel-shading filter (a Gaussian blur that removes fine texture, a saturation boost, a soft posterize
+to a few tone bands per channel, and dark ink lines where the blurred luma has strong edges, all within a few
+pixels of each output pixel). ``truthB`` holds :func:`cel` of every testA image; A->B is the task to score. B->A
+has no unique answer (the blur and the bands discard detail), so ``truthA`` holds the original crop only as a
+reference.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,10 @@ MIX = (
     + np.outer(LIGHT_TINT - SHADOW_TINT, LUMA)
 ).astype(np.float32)
 _TABLE = np.linspace(0.0, 1.0, 4097, dtype=np.float32)
-TASKS = ("dusk", "gray2colour")
+TASKS = ("dusk", "gray2colour", "cel")
+# cel: blur sigma (px), saturation gain, tone bands per channel, ink where the Sobel magnitude of the luma rises from
+# EDGE_START over EDGE_WIDTH, darkening by up to INK
+CEL_BLUR, CEL_SATURATION, CEL_BANDS, CEL_EDGE_START, CEL_EDGE_WIDTH, CEL_INK = 1.0, 1.3, 4, 0.3, 0.3, 0.8
 
 
 def _curve(x: np.ndarray) -> np.ndarray:
@@ -78,11 +89,34 @@ def gray(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(_to_uint8(_to_float(rgb) @ LUMA)[..., None], 3, axis=-1)
 
 
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def cel(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) photo -> uint8 cel-shaded photo (the ``cel`` task's B style): flat tone bands, ink edges.
+
+    The bands step smoothly (over a quarter of each band), so the map is continuous and a generator can learn it.
+    """
+    x = ndimage.gaussian_filter(_to_float(rgb), sigma=(CEL_BLUR, CEL_BLUR, 0), mode="reflect")
+    luma = x @ LUMA
+    x = np.clip(luma[..., None] + CEL_SATURATION * (x - luma[..., None]), 0.0, 1.0)
+    steps = x * CEL_BANDS
+    band = np.floor(steps)
+    bands = (band + _smoothstep((steps - band - 0.375) / 0.25)) / CEL_BANDS
+    edges = np.hypot(ndimage.sobel(luma, 0, mode="reflect"), ndimage.sobel(luma, 1, mode="reflect"))
+    ink = _smoothstep((edges - CEL_EDGE_START) / CEL_EDGE_WIDTH)
+    return _to_uint8(bands * (1 - CEL_INK * ink[..., None]))
+
+
 def _task_images(task: str, domain: str, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the image of ``domain`` made from ``crop``, what a perfect translation of it to the other domain is)."""
     if task == "dusk":
         img = crop if domain == "A" else dusk(crop)
         return img, dusk(img) if domain == "A" else undusk(img)
+    if task == "cel":  # B->A has no unique answer: its "truth" is the photo the B image was made from
+        return (crop, cel(crop)) if domain == "A" else (cel(crop), crop)
     return (gray(crop), crop) if domain == "A" else (crop, gray(crop))
 
 
@@ -161,7 +195,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=8, help="test images per domain")
     parser.add_argument("--size", type=int, default=72, help="side of the square images (= data.load_size)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--task", default="dusk", choices=TASKS, help="dusk (the demo) | gray2colour")
+    parser.add_argument("--task", default="dusk", choices=TASKS, help="dusk (the demo) | gray2colour | cel")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     path = build_demo_dataset(args.out, args.n_train, args.n_test, args.size, args.seed, args.task)

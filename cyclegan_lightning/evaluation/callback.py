@@ -30,10 +30,10 @@ class FIDCallback(Callback):
         self,
         every_n_epochs: int = 5,  # compute at the end of every N-th validation; 0 = off
         features: str = "inception",  # inception | random (plumbing checks only)
-        inception_weights: str | None = None,  # default: torch hub cache, see evaluation.metrics
+        inception_weights: str | None = None,  # default: the tool's cache, see evaluation.metrics
         max_images: int | None = 500,  # cap per domain (validation folders can be large); None: all
         kid_subset_size: int = 1000,
-        download: bool = True,  # fetch the Inception weights into the hub cache on first use (see evaluation.metrics)
+        download: bool = True,  # fetch the Inception weights into the cache on first use (see evaluation.metrics)
     ):
         self.every_n_epochs, self.features, self.inception_weights = every_n_epochs, features, inception_weights
         self.download = download

@@ -116,7 +116,7 @@ def evaluate(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
         for d in directions:
-            translator._generator(d)
+            translator.generator(d)  # fails now if the checkpoint lacks it
             src, dst = d[0], d[2]
             sources = _images(folders[src], f"test_{src}", max_images)
             targets = _images(folders[dst], f"test_{dst}", max_images) if extractor is not None else []

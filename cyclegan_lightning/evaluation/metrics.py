@@ -1,20 +1,18 @@
 """Image-quality metrics: FID/KID (torchmetrics) with torch-fidelity's Inception weights, PSNR and SSIM.
 
 The Inception file is fetched here, not by torchmetrics: torchmetrics would download it while the metric is
-constructed, with no checksum, no timeout (a silent firewall hangs it) and no say in where it goes. Here the
-download is pinned (URL and SHA-256 in ``INCEPTION``), has a timeout, is verified, lands atomically in torch's hub
-cache, and can be turned off (``fid.download=false`` or ``CYCLEGAN_OFFLINE=1``) for air-gapped machines.
+constructed, with no checksum, no timeout (a silent firewall hangs it) and no say in where it goes. Here it goes
+through the tool's one download path (``cyclegan_lightning.downloads``: pinned URL and SHA-256 in its registry,
+a timeout, verified, atomic, into the tool's cache) and can be turned off (``fid.download=false`` or
+``CYCLEGAN_OFFLINE=1``) for air-gapped machines. A verified copy in torch's hub cache, where torch-fidelity and
+earlier versions of this tool put it, is used as it is.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
-import urllib.request
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,34 +21,13 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from cyclegan_lightning.checkpoints.atomic import atomic_open
+from cyclegan_lightning.downloads import DEFAULT_TIMEOUT_S, Artefact, DownloadError, artefact, fetch, matches
 from cyclegan_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 FEATURES = ("inception", "random")
-OFFLINE_ENV = "CYCLEGAN_OFFLINE"  # =1: never download (air-gapped machines); same as fid.download=false
-DOWNLOAD_TIMEOUT_S = 60.0  # per connect/read: a silent firewall fails after this instead of hanging
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """A file to download once: its name in the cache, where it comes from, and its SHA-256."""
-
-    name: str
-    url: str
-    sha256: str
-    size: str  # for the message users see before the download
-
-
-# torch-fidelity's release asset, the file torchmetrics' FID/KID load. The name carries the first 8 hex digits of
-# the SHA-256 (torch.hub's convention); the full digest is the one recorded for this file by its users.
-INCEPTION = WeightsFile(
-    name="weights-inception-2015-12-05-6726825d.pth",
-    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-    size="92 MB",
-)
-INCEPTION_FILE, INCEPTION_URL = INCEPTION.name, INCEPTION.url
+INCEPTION = artefact("metric-weights", "inception")  # torch-fidelity's file, the one torchmetrics' FID/KID load
+INCEPTION_FILE = INCEPTION.filename
 
 
 class MissingWeightsError(CheckpointError):
@@ -61,91 +38,51 @@ class MissingPackageError(ConfigError):
     """torch-fidelity (the ``fid`` extra) is not installed."""
 
 
-def default_inception_path(source: WeightsFile = INCEPTION) -> Path:
-    """Where torch's hub cache keeps the file: ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / source.name
+def torch_hub_inception_path(source: Artefact = INCEPTION) -> Path:
+    """Where torch-fidelity (and this tool before its own cache) keep the file: ``$TORCH_HOME/hub/checkpoints/``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / source.filename
 
 
-def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def download_weights(source: WeightsFile, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """Stream ``source.url`` into ``dest`` through a temporary file, checking length and SHA-256 before the rename:
-    a failed, truncated or altered download leaves nothing at ``dest`` and raises ``MissingWeightsError``."""
-    dest = Path(dest)
-    log.info(
-        "downloading %s (%s, once) from %s to %s; fid.download=false or %s=1 stops this",
-        source.name,
-        source.size,
-        source.url,
-        dest,
-        OFFLINE_ENV,
+def _manual_fix(source: Artefact, path: str | None) -> str:
+    alternatives = (
+        ""
+        if path
+        else f" A verified copy at {torch_hub_inception_path(source)} (torch-fidelity's place) is used too, or give "
+        "any copy with fid.inception_weights=/path/to/file."
     )
-    digest, got = hashlib.sha256(), 0
-    try:
-        with urllib.request.urlopen(source.url, timeout=timeout) as resp, atomic_open(dest, "wb") as f:
-            expected = resp.headers.get("Content-Length")
-            while chunk := resp.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-                got += len(chunk)
-            if expected is not None and got != int(expected):
-                raise http.client.IncompleteRead(b"", int(expected) - got)
-            if digest.hexdigest() != source.sha256:
-                raise _ChecksumMismatch(f"SHA-256 {digest.hexdigest()}, expected {source.sha256}")
-    except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as exc:
-        what = "checksum mismatch" if isinstance(exc, _ChecksumMismatch) else "download failed"
-        if isinstance(exc, http.client.IncompleteRead):
-            exc = f"truncated: {got} bytes of {got + (exc.expected or 0)}"
-        raise MissingWeightsError(
-            f"{what} for {source.url} ({exc}); nothing was written to {dest}. {_manual_fix(source, dest, None)}"
-        ) from None
-    log.info("verified %s (sha256 %s...)", dest, source.sha256[:12])
-    return dest
-
-
-class _ChecksumMismatch(Exception):
-    pass
-
-
-def _manual_fix(source: WeightsFile, target: Path, path: str | None) -> str:
-    return (
-        f"FID/KID need the Inception-v3 weights {source.name} ({source.size}). On a machine with internet, "
-        f"download {source.url} and copy it to {target}"
-        + ("" if path else " (or anywhere, and pass fid.inception_weights=/path/to/that/file)")
-        + ". To skip FID/KID instead, set fid.enabled=false."
-    )
+    return f"FID/KID need the Inception-v3 weights {source.filename}.{alternatives} To skip them: fid.enabled=false."
 
 
 def resolve_inception_weights(
     path: str | os.PathLike | None = None,
-    download: bool = True,  # fetch into the hub cache when absent (never when CYCLEGAN_OFFLINE=1)
-    source: WeightsFile = INCEPTION,
-    timeout: float = DOWNLOAD_TIMEOUT_S,
+    download: bool = True,  # fetch into the cache when absent (never when CYCLEGAN_OFFLINE=1)
+    source: Artefact = INCEPTION,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """The Inception weights file to use, checked to exist and to hold only tensors; raises with the fix if not.
 
-    An explicit ``path`` is used as given (never downloaded to); the default location is filled on first use."""
-    target = Path(path).expanduser() if path else default_inception_path(source)
-    if not target.is_file():
-        if path or not download or offline():
-            why = (
-                "downloads are off (" + ("fid.download=false" if not download else f"{OFFLINE_ENV}=1") + "). "
-                if not path
-                else ""
-            )
-            raise MissingWeightsError(f"no file {target}; {why}{_manual_fix(source, target, path)}")
-        download_weights(source, target, timeout)
+    An explicit ``path`` is used as given (never downloaded to); else a verified copy in torch's hub cache, else
+    the tool's cache, filled on first use."""
+    if path:
+        target = Path(path).expanduser()
+        if not target.is_file():
+            raise MissingWeightsError(f"no file {target}. {_manual_fix(source, str(path))}")
+    elif matches(torch_hub_inception_path(source), source):
+        target = torch_hub_inception_path(source)
+    else:
+        try:
+            target = fetch(source, timeout=timeout, downloads_off=None if download else "fid.download=false")
+        except DownloadError as exc:
+            raise MissingWeightsError(f"{exc} {_manual_fix(source, None)}") from None
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- truncated copy, HTML error page, ...
         raise MissingWeightsError(
-            f"{target} cannot be read as a weights file ({type(exc).__name__}). {_manual_fix(source, target, path)}"
+            f"{target} cannot be read as a weights file ({type(exc).__name__}). {_manual_fix(source, path)}"
         ) from None
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise MissingWeightsError(
-            f"{target} is not the torch-fidelity Inception state_dict. {_manual_fix(source, target, path)}"
+            f"{target} is not the torch-fidelity Inception state_dict. {_manual_fix(source, path)}"
         )
     return target
 

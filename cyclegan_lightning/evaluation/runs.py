@@ -101,18 +101,28 @@ def checkpoint_epoch(path: str | Path) -> int | None:
     return int(epoch) + 1 if isinstance(epoch, int) else None
 
 
-def read_metric_by_epoch(run: Path, metric: str) -> dict[int, float]:
-    """``{epoch (1-based): value}`` of ``metric`` in the run's ``csv/metrics.csv`` (last value of each epoch)."""
+def read_metrics_by_epoch(run: Path, prefix: str = "") -> dict[int, dict[str, float]]:
+    """``{epoch (1-based): {metric: value}}`` of the metrics named ``prefix...`` in the run's ``csv/metrics.csv``
+    (the last value of each epoch)."""
     file = run / "csv" / "metrics.csv"
     if not file.is_file():
         return {}
-    out = {}
+    out: dict[int, dict[str, float]] = {}
     with open(file, newline="") as f:
         for row in csv.DictReader(f):
-            value, epoch = row.get(metric), row.get("epoch")
-            if value not in (None, "") and epoch not in (None, ""):
-                out[int(float(epoch)) + 1] = float(value)
-    return out
+            epoch = row.get("epoch")
+            if epoch in (None, ""):
+                continue
+            values = out.setdefault(int(float(epoch)) + 1, {})
+            for metric, value in row.items():
+                if metric not in ("epoch", "step") and metric.startswith(prefix) and value not in (None, ""):
+                    values[metric] = float(value)
+    return {epoch: values for epoch, values in out.items() if values}
+
+
+def read_metric_by_epoch(run: Path, metric: str) -> dict[int, float]:
+    """``{epoch (1-based): value}`` of ``metric`` in the run's ``csv/metrics.csv`` (last value of each epoch)."""
+    return {epoch: values[metric] for epoch, values in read_metrics_by_epoch(run, metric).items() if metric in values}
 
 
 def data_folders(

@@ -1,11 +1,13 @@
-"""Export a generator to TorchScript or ONNX, with the padding/cropping inside, and check it against eager.
+"""Export a generator to TorchScript or ONNX, with the padding/cropping inside, and check it against eager; or
+every generator of a checkpoint to the Hugging Face hub layout (``export_pretrained``), checked by loading it back.
 
-The exported model takes (N, C, H, W) in [-1, 1] of any size and returns the same size, like
+The TorchScript/ONNX model takes (N, C, H, W) in [-1, 1] of any size and returns the same size, like
 ``CycleGAN.forward``. ONNX needs the optional extra: ``pip install 'cyclegan-lightning[onnx]'``.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import warnings
@@ -14,11 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cyclegan_lightning.checkpoints.generators import LoadedGenerators, load_generators
+from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder, write_pretrained_folder
 from cyclegan_lightning.errors import ConfigError, CycleGANError
 from cyclegan_lightning.networks.padding import min_side, pad_to_multiple, size_multiple
 
 log = logging.getLogger(__name__)
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx")  # one generator to one file; the hub layout (every generator): export_pretrained
 
 
 class ExportError(CycleGANError):
@@ -146,3 +150,62 @@ def export_generator(
     err = check_export(fmt, path, generator, sizes, channels, atol)
     log.info("exported %s (%s); max |exported - eager| = %.2e over sizes %s", path, fmt, err, sizes)
     return path, err
+
+
+def pretrained_config(loaded: LoadedGenerators) -> dict:
+    """config.json of the hub layout (``checkpoints.pretrained_folder`` adds the format marker and versions)."""
+    if set(loaded.specs) != set(loaded.generators):
+        raise ExportError(
+            f"{loaded.path.name}: the generators' constructor arguments are unknown, so they cannot be rebuilt from "
+            "config.json. Export from a .ckpt of train.py, a reference *_net_G*.pth or a model folder."
+        )
+    return {
+        "model": loaded.training.get("model") or loaded.source,
+        "directions": list(loaded.generators),
+        "channels": loaded.channels,
+        "generators": loaded.specs,
+        "weights": "ema" if loaded.info.get("weights") == "ema" else "trained",
+        "pixel_range": [-1, 1],  # generators map (N, C, H, W) in [-1, 1] to the same; Translator takes [0, 1] images
+        "size_multiple": {d: size_multiple(g) for d, g in loaded.generators.items()},
+        "source": {"kind": loaded.source, "file": loaded.path.name},
+        "training": loaded.training,
+    }
+
+
+def export_pretrained(loaded: LoadedGenerators, folder: str | Path, license: str = "other") -> Path:
+    """Write ``loaded`` (the weights it holds: the EMA where it was loaded with it) to ``folder`` in the hub layout,
+    with a model card filled from its run, then load it back and check every direction translates bit-identically."""
+    from cyclegan_lightning.inference.model_card import model_card, run_record
+
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not is_pretrained_folder(folder):
+        raise ConfigError(
+            f"output={folder} is a folder of other files; the export replaces its folder, so give a new or empty one "
+            "(or a model folder to overwrite)."
+        )
+    config = pretrained_config(loaded)
+    metrics, images = run_record(loaded)
+    config["training"] = {**config["training"], "metrics": metrics} if metrics else config["training"]
+    card = model_card(loaded, config, images, license)
+    states = {d: g.state_dict() for d, g in loaded.generators.items()}
+    write_pretrained_folder(folder, config, states, card, images)
+    check_pretrained(folder, loaded)
+    log.info(
+        "exported %s (hf): %s, %s weights, checked bit-identical after loading back",
+        folder,
+        "/".join(loaded.generators),
+        config["weights"],
+    )
+    return folder
+
+
+@torch.no_grad()
+def check_pretrained(folder: Path, loaded: LoadedGenerators) -> None:
+    """Raise ``ExportError`` unless the folder, loaded back, gives exactly ``loaded``'s output in every direction."""
+    back = load_generators(folder)
+    for direction, gen in loaded.generators.items():
+        gen = copy.deepcopy(gen).cpu().eval()  # the translator's may sit on a GPU; compare on the CPU
+        m = size_multiple(gen)
+        x = torch.rand(1, loaded.channels[direction[0]], 2 * m, 2 * m, generator=torch.Generator().manual_seed(0))
+        if not torch.equal(back.generators[direction](x * 2 - 1), gen(x * 2 - 1)):
+            raise ExportError(f"{folder}: the {direction} generator loaded back differs from the exported one.")

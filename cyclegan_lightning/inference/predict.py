@@ -290,7 +290,7 @@ def plan_prediction(
     for d in directions:
         if d not in ("a2b", "b2a"):
             raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
-        translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
+        translator.generator(d)  # fails now, with the fix, if the checkpoint lacks it
     jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
 
     def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone

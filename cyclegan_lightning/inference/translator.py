@@ -2,6 +2,7 @@
 
     from cyclegan_lightning.inference import Translator
     translator = Translator.from_checkpoint("outputs/demo/runs/.../checkpoints/last.ckpt")
+    translator = Translator.from_pretrained("exported/folder")        # or a hub repo id (huggingface_hub installed)
     zebra = translator(Image.open("horse.jpg"))              # PIL in, PIL out, same size (alpha kept)
     batch = translator.translate_tensor(x, "b2a")            # (N, C, H, W) in [0, 1] -> same shape in [0, 1]
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,10 +32,11 @@ from PIL import Image
 from torch import nn
 
 from cyclegan_lightning.checkpoints.generators import LoadedGenerators, load_generators
+from cyclegan_lightning.checkpoints.pretrained_folder import download_pretrained, upload_pretrained
 from cyclegan_lightning.data.images import LoadedImage, load_image, loaded_from_pil, match_channels, to_pil
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
-from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, onnx_session
+from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, export_pretrained, onnx_session
 from cyclegan_lightning.inference.fastconv import accelerate
 from cyclegan_lightning.inference.tiling import measure_norm_stats, translate_tiled
 from cyclegan_lightning.networks.padding import min_side, pad_to_multiple, size_multiple
@@ -45,6 +49,7 @@ CPU_FP32_BACKENDS = ("onnxruntime", "fastconv")
 # backend=auto compiles for a run with this many pixels of one image size (about 900 images of 256x256): compiling
 # takes ~80 s the first time and saves ~0.09 s per 256x256 image against fastconv (docs/performance.md)
 COMPILE_PAYS_OFF_PIXELS = 60_000_000
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name, as the hub spells repositories
 
 
 class FrozenCompiled:
@@ -170,7 +175,7 @@ class Translator:
     def _runner(self, direction: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """The padded generator of ``direction`` on this backend, built on first use (compile: traced per shape)."""
         if direction not in self._runners:
-            gen = self._generator(direction)
+            gen = self.generator(direction)
             padded = PaddedGenerator(gen).eval()
             if self.backend == "compile" and self._fp32_cpu:
                 fallback = self.requested_backend == "auto"
@@ -198,8 +203,32 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str = "auto", norm: str | None = None, **kwargs) -> Translator:
-        """Load a train.py ``.ckpt`` or a reference ``*_net_G*.pth`` (see ``inference.checkpoints``)."""
+        """Load a train.py ``.ckpt``, a reference ``*_net_G*.pth`` or a hub-layout folder (``load_generators``)."""
         return cls(load_generators(path, arch=arch, norm=norm), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder_or_repo_id: str | Path, revision: str | None = None, **kwargs) -> Translator:
+        """Load a folder in the Hugging Face hub layout (``export.py format=hf``, ``save_pretrained``), or, when no
+        such local path exists, the hub repository of that id through ``huggingface_hub`` (the extra ``hub``; its
+        cached copy only under ``CYCLEGAN_OFFLINE=1``). ``kwargs``: this class's options (device, precision ...)."""
+        path = Path(folder_or_repo_id)
+        if not path.exists() and HUB_REPO_ID.fullmatch(str(folder_or_repo_id)):
+            from cyclegan_lightning.evaluation.metrics import offline
+
+            path = download_pretrained(str(folder_or_repo_id), revision, offline=offline())
+        return cls(load_generators(path), **kwargs)
+
+    def save_pretrained(self, folder: str | Path, license: str = "other") -> Path:
+        """Write the generators this translator runs (the EMA ones where it loaded those) to ``folder`` in the
+        Hugging Face hub layout: config.json, model.safetensors and a model card (``inference.export``)."""
+        return export_pretrained(self.loaded, folder, license)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, license: str = "other", message: str | None = None):
+        """``save_pretrained`` into a temporary folder and upload it to the hub repository ``repo_id`` (created if
+        needed; needs huggingface_hub and a login). Returns the commit's URL."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model", license)
+            return upload_pretrained(folder, repo_id, private, message)
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -208,7 +237,9 @@ class Translator:
     def channels_in(self, direction: str) -> int:
         return self.loaded.channels[direction[0]]
 
-    def _generator(self, direction: str) -> nn.Module:
+    def generator(self, direction: str) -> nn.Module:
+        """The eval-mode generator of ``direction`` on this translator's device; a ``ConfigError`` naming the
+        directions the checkpoint has when it lacks this one."""
         if direction not in self.generators:
             have = ", ".join(self.generators)
             raise ConfigError(
@@ -245,7 +276,7 @@ class Translator:
         input's device. Large images (either side over ``tile_size``) are tiled one image at a time. ``norm_stats``
         (from ``measure_norm_stats``): every image is normalised with these instance-norm statistics instead of its
         own, as tiles share them (video frames: no flicker); runs eagerly, one image at a time."""
-        gen = self._generator(direction)
+        gen = self.generator(direction)
         single = x.dim() == 3
         x_in = self._model_input(x[None] if single else x, direction)
         with self._autocast():
@@ -277,7 +308,7 @@ class Translator:
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Instance-norm statistics of ``direction``'s generator pooled over ``images`` (N, C, H, W) in [0, 1], as
         ``translate_tensor(norm_stats=)`` takes them (``tiling.measure_norm_stats``, one image at a time)."""
-        gen = self._generator(direction)
+        gen = self.generator(direction)
         xp = pad_to_multiple(self._model_input(images, direction), size_multiple(gen), min_side(gen))
         with self._autocast():
             return measure_norm_stats(gen, xp, self.tile_size or max(xp.shape[-2:]), self.stats_size)

@@ -7,6 +7,12 @@ reference implementation, so its ``latest_net_G*.pth`` state dicts load here wit
 upsampling and a 3x3 convolution (``up_conv``), which cannot produce checkerboard artifacts (Odena et al., Distill
 2016, "Deconvolution and Checkerboard Artifacts"). Module indices stay as they are (the pair is one
 ``nn.Sequential``), so only the up-convolution keys change (``model.19.weight`` -> ``model.19.1.weight``).
+
+``downsample="antialias"`` and ``upsample="antialias"`` give the ResNet generator the layout of the official CUT code
+(taesungp/contrastive-unpaired-translation, its default; ``--no_antialias`` / ``--no_antialias_up`` turn each off):
+each stride-2 conv becomes a stride-1 conv, norm, ReLU and a ``BlurDownsample``, and each transposed conv a
+``BlurUpsample`` then a 3x3 conv. Every layer stays its own ``model`` entry, as there, so the official CUT/FastCUT
+``latest_net_G.pth`` loads with ``strict=True`` and CUT's ``nce_layers`` indices select the same modules.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import checkpointed, conv_bias, norm_layer
+from .layers import BlurDownsample, BlurUpsample, checkpointed, conv_bias, norm_layer
 
 PADDINGS = {"reflect": nn.ReflectionPad2d, "replicate": nn.ReplicationPad2d}
-UPSAMPLINGS = ("transpose", "resize")
+UPSAMPLINGS = ("transpose", "resize")  # of every generator; the ResNet also takes "antialias"
+DOWNSAMPLINGS = ("stride", "antialias")  # the ResNet's
 
 
 def up_conv(
@@ -96,11 +103,16 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",  # instance | batch | none
         use_dropout: bool = False,  # dropout 0.5 inside each residual block
         padding_type: str = "reflect",  # reflect | replicate | zero, inside residual blocks
-        upsample: str = "transpose",  # transpose (the reference) | resize (nearest 2x + conv: no checkerboard)
+        upsample: str = "transpose",  # transpose (the reference) | resize (nearest 2x + conv) | antialias (CUT's blur)
+        downsample: str = "stride",  # stride (stride-2 conv, the reference) | antialias (conv, then CUT's blur pool)
     ):
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if downsample not in DOWNSAMPLINGS:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLINGS}, got {downsample!r}")
+        if upsample not in (*UPSAMPLINGS, "antialias"):
+            raise ValueError(f"upsample must be one of {(*UPSAMPLINGS, 'antialias')}, got {upsample!r}")
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -110,16 +122,23 @@ class ResnetGenerator(nn.Module):
         ]
         for i in range(2):  # downsample
             mult = 2**i
+            blur = downsample == "antialias"
             layers += [
-                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=1 if blur else 2, padding=1, bias=bias),
                 make_norm(ngf * mult * 2),
                 nn.ReLU(True),
             ]
+            if blur:
+                layers.append(BlurDownsample(ngf * mult * 2))
         layers += [ResnetBlock(ngf * 4, padding_type, norm, use_dropout) for _ in range(n_blocks)]
         for i in range(2):  # upsample
             mult = 2 ** (2 - i)
+            if upsample == "antialias":
+                up = [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, ngf * mult // 2, 3, padding=1, bias=bias)]
+            else:
+                up = [up_conv(ngf * mult, ngf * mult // 2, upsample, bias, kernel_size=3, padding=1, output_padding=1)]
             layers += [
-                up_conv(ngf * mult, ngf * mult // 2, upsample, bias, kernel_size=3, padding=1, output_padding=1),
+                *up,
                 make_norm(ngf * mult // 2),
                 nn.ReLU(True),
             ]
@@ -148,10 +167,11 @@ class ResnetGenerator(nn.Module):
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Outputs of ``self.model[i]`` for each ``i`` in ``layers``, stopping after the last (no decoder pass).
 
-        CUT's PatchNCE taps (the official ``netG(x, nce_layers, encode_only=True)``). With this layout (no
-        anti-aliasing, the official ``--no_antialias``), CUT's default ``0,4,8,12,16`` on ``n_blocks=9`` select: 0 the
-        reflection-padded input, 4 the first stride-2 conv (before its norm), 8 the second down-conv's norm, 12 and 16
-        ResnetBlocks 3 and 7.
+        CUT's PatchNCE taps (the official ``netG(x, nce_layers, encode_only=True)``). CUT's default ``0,4,8,12,16``
+        on ``n_blocks=9`` select: 0 the reflection-padded input; with ``downsample="stride"`` (the official
+        ``--no_antialias``) 4 the first stride-2 conv (before its norm), 8 the second down-conv's norm, 12 and 16
+        ResnetBlocks 3 and 7; with ``downsample="antialias"`` (the official default) 4 and 8 the two stride-1 down
+        convs (before their norms), 12 and 16 ResnetBlocks 1 and 5.
         """
         layers = self._check_layers(layers)
         feats = []

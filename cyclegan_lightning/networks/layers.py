@@ -1,16 +1,19 @@
-"""Normalisation choice and weight initialisation shared by the generators and discriminators.
+"""Normalisation choice, weight initialisation and blur (anti-aliased) resampling shared by the networks.
 
-Both follow the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix, ``networks.py``) so that
-checkpoints trained there load here and training starts from the same distribution.
+Norms and init follow the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix, ``networks.py``), the
+blur layers the official CUT code (taesungp/contrastive-unpaired-translation, ``networks.py``), so that checkpoints
+trained there load here and training starts from the same distribution.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint, noop_context_fn
@@ -93,3 +96,45 @@ def _buffers_kept(modules: list[nn.Module]) -> Iterator[None]:
         with torch.no_grad():
             for buffer, value in saved:
                 buffer.copy_(value)
+
+
+def binomial_filter(size: int) -> torch.Tensor:
+    """The 2-D binomial blur of side ``size`` (3: [1, 2, 1], 4: [1, 3, 3, 1], outer product), summing to 1: the
+    official CUT code's ``get_filter``, computed the same way (float64 rows, float32 product and sum)."""
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float64)
+    filt = (row[:, None] * row[None, :]).float()
+    return filt / filt.sum()
+
+
+class BlurDownsample(nn.Module):
+    """Anti-aliased 2x downsampling (Zhang, ICML 2019, "Making Convolutional Networks Shift-Invariant Again"): a
+    fixed 3x3 binomial blur of each channel, reflect-padded, at stride 2; output side ``ceil(side / 2)``.
+
+    The official CUT code's ``Downsample`` (filt_size 3, the default): the same buffer ``filt`` (C, 1, 3, 3), kept in
+    the state dict as there, so its checkpoints load with ``strict=True``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.register_buffer("filt", binomial_filter(3)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.filt, stride=2, groups=x.shape[1])
+
+
+class BlurUpsample(nn.Module):
+    """Anti-aliased 2x upsampling: each channel replicate-padded by 1, spread by a fixed 4x4 binomial kernel (times
+    4, the stride squared) at stride 2, and cropped to exactly twice the input side.
+
+    The official CUT code's ``Upsample`` (filt_size 4, the default), with its buffer ``filt`` (C, 1, 4, 4).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.pad = nn.ReplicationPad2d(1)
+        self.register_buffer("filt", (binomial_filter(4) * 4)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose2d(self.pad(x), self.filt, stride=2, padding=2, groups=x.shape[1])
+        return out[:, :, 1:-1, 1:-1]
