@@ -2,6 +2,7 @@
 
 python predict.py ckpt_path=outputs/demo/runs/<run>/checkpoints/last.ckpt input=data/demo/testA output_dir=out
 python predict.py ckpt_path=latest_net_G.pth input=photos/ output_dir=out round_trip=true grid=true
+python predict.py ckpt_path=<run> input=clip.mp4 output_dir=out video_stats=fixed   # -> out/clip.mp4
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def predict(cfg: DictConfig):
         on_bad_image=cfg.on_bad_image,
         progress=cfg.progress,
         parallel_images=cfg.parallel_images,
+        video_stats=cfg.video_stats,
+        video_stats_frames=cfg.video_stats_frames,
+        video_crf=cfg.video_crf,
     )
 
 

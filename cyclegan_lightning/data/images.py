@@ -220,8 +220,8 @@ def _exif_rotates(img: Image.Image) -> bool:
         return False
 
 
-def find_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted by path.
+def find_images(folder: str | Path, extensions: tuple[str, ...] = IMG_EXTENSIONS) -> list[Path]:
+    """Image files (or files with other ``extensions``: videos) under ``folder``, recursively, sorted by path.
 
     One ``os.scandir`` pass (no ``stat`` per file on most file systems): about twice as fast as ``Path.rglob``
     with a quarter less memory (100,000 files: ~1 to 2 s, ~26 MiB, mostly building the ``Path`` objects). Symlinked
@@ -246,7 +246,7 @@ def find_images(folder: str | Path) -> list[Path]:
                     try:
                         if entry.is_dir():  # follows symlinks; loops stop at the `seen` check
                             stack.append(entry.path)
-                        elif os.path.splitext(entry.name)[1].lower() in IMG_EXTENSIONS and entry.is_file():
+                        elif os.path.splitext(entry.name)[1].lower() in extensions and entry.is_file():
                             found.append(entry.path)
                     except OSError:  # vanished, or a symlink pointing nowhere readable
                         continue

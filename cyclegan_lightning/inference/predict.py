@@ -1,4 +1,8 @@
-"""Translate files and folders on disk: what ``predict.py`` runs.
+"""Translate files and folders on disk, images and videos: what ``predict.py`` runs.
+
+Four steps: ``plan_prediction`` (what to translate, to which files), then for images a pipeline of ``read_chunk``
+(decode), ``compute_chunk`` (translate) and ``OutputWriter`` (encode and write) run by ``translate_images`` in
+three thread pools; videos go through ``video.translate_video`` one after the other.
 
 Guarantees: an input is never written over (outputs that would land on an input are refused before any work);
 every output is written to a temporary file and renamed, so an interrupted run leaves only whole images; a rerun
@@ -35,6 +39,7 @@ from cyclegan_lightning.data.images import (
 from cyclegan_lightning.directions import REVERSE
 from cyclegan_lightning.errors import ConfigError, DataError, OutputError
 from cyclegan_lightning.inference.translator import Translator
+from cyclegan_lightning.inference.video import VIDEO_EXTENSIONS, VideoReadError, check_video_stats, translate_video
 
 log = logging.getLogger(__name__)
 SAVE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -49,14 +54,19 @@ class Job:
     rel: Path
     outputs: dict[str, Path]
 
+    @property
+    def is_video(self) -> bool:
+        return self.src.suffix.lower() in VIDEO_EXTENSIONS
+
 
 @dataclass
 class PredictSummary:
-    translated: int
+    translated: int  # images and videos
     skipped: int
     failed: list[str]
     seconds: float
     output_dir: Path
+    videos: int = 0  # of ``translated``
 
     @property
     def images_per_second(self) -> float:
@@ -64,8 +74,13 @@ class PredictSummary:
 
     def line(self) -> str:
         failed = f", {len(self.failed)} failed" if self.failed else ""
+        what = (
+            f"{self.translated - self.videos} images and {self.videos} videos"
+            if self.videos
+            else (f"{self.translated} images")
+        )
         return (
-            f"{self.translated} images translated, {self.skipped} already done{failed} in {self.seconds:.1f} s "
+            f"{what} translated, {self.skipped} already done{failed} in {self.seconds:.1f} s "
             f"({self.images_per_second:.2f} images/s) -> {self.output_dir}"
         )
 
@@ -86,10 +101,15 @@ def collect_inputs(inputs: str | list[str], output_dir: Path) -> list[tuple[Path
                     "with them. Choose another output_dir (a subfolder is fine)."
                 )
             inside = item.resolve() in out_resolved.parents  # output_dir within the input: its files are not inputs
-            files = [f for f in find_images(item) if not (inside and out_resolved in f.resolve().parents)]
+            files = [
+                f
+                for f in find_images(item, IMG_EXTENSIONS + VIDEO_EXTENSIONS)
+                if not (inside and out_resolved in f.resolve().parents)
+            ]
             if not files:
                 raise DataError(
-                    f"input folder {item} holds no images (looked recursively for {', '.join(IMG_EXTENSIONS)})."
+                    f"input folder {item} holds no images or videos (looked recursively for "
+                    f"{', '.join(IMG_EXTENSIONS + VIDEO_EXTENSIONS)})."
                 )
             found += [(f, f.relative_to(item)) for f in files]
         elif item.is_file():
@@ -106,15 +126,19 @@ def collect_inputs(inputs: str | list[str], output_dir: Path) -> list[tuple[Path
 def plan_jobs(
     found: list[tuple[Path, Path]], output_dir: Path, directions: list[str], round_trip: bool, grid: bool, ext: str
 ) -> list[Job]:
-    """Output paths of every input; refuses any that would be an input file."""
+    """Output paths of every input (a video: ``<name>.mp4``, the translation only); refuses any that would be an
+    input file."""
     single = len(directions) == 1
     jobs = []
     for src, rel in found:
-        name = rel.with_suffix(ext)
+        video = src.suffix.lower() in VIDEO_EXTENSIONS
+        name = rel.with_suffix(".mp4" if video else ext)
         outputs = {}
         for d in directions:
             base = output_dir if single else output_dir / d
             outputs[d] = base / name
+            if video:
+                continue
             if round_trip:
                 outputs[f"{d}_cycle"] = output_dir / f"{d}_cycle" / name
             if grid:
@@ -167,16 +191,17 @@ def side_by_side(*images: LoadedImage) -> LoadedImage:
 
 def write_index(output_dir: Path, jobs: list[Job], directions: list[str], limit: int = 500) -> Path:
     """``index.html``: one row per input with its outputs, like the reference's results page."""
-    kinds = [k for k in jobs[0].outputs] if jobs else []
+    kinds = list(dict.fromkeys(k for job in jobs for k in job.outputs))
     rows = []
     for job in jobs[:limit]:
+        tag = '<video controls src="{}" width="256"></video>' if job.is_video else '<img src="{}" width="256">'
         cells = [
-            f'<td><img src="{html.escape(os.path.relpath(job.src.resolve(), output_dir.resolve()))}" width="256">'
+            f"<td>{tag.format(html.escape(os.path.relpath(job.src.resolve(), output_dir.resolve())))}"
             f"<br>{html.escape(str(job.rel))}</td>"
         ]
         for k in kinds:
-            rel = os.path.relpath(job.outputs[k], output_dir)
-            cells.append(f'<td><img src="{html.escape(rel)}" width="256"></td>')
+            rel = os.path.relpath(job.outputs[k], output_dir) if k in job.outputs else None
+            cells.append(f"<td>{tag.format(html.escape(rel))}</td>" if rel else "<td></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "<tr><th>input</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in kinds) + "</tr>"
     more = f"<p>first {limit} of {len(jobs)} shown</p>" if len(jobs) > limit else ""
@@ -198,17 +223,6 @@ def header_size(path: Path) -> tuple[int, int] | None:
             return img.height, img.width
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-
-
-@dataclass
-class Translation:
-    """The decoded images of one chunk in one direction, and (once translated) their outputs."""
-
-    direction: str
-    jobs: list[Job]
-    loaded: list[LoadedImage]
-    fakes: list[LoadedImage] | None = None
-    recs: list[LoadedImage | None] | None = None
 
 
 def images_at_once(translator: Translator, parallel_images: int | str) -> int:
@@ -241,6 +255,219 @@ def torch_threads_per_image(parallel: int):
         torch.set_num_threads(before)
 
 
+# ---- plan ------------------------------------------------------------------------------------------------------
+@dataclass
+class PredictionPlan:
+    """What a run will do: every job, and those with outputs still missing (with the directions to redo)."""
+
+    directions: list[str]
+    jobs: list[Job]
+    todo: list[tuple[Job, set[str]]]
+
+    @property
+    def images(self) -> list[tuple[Job, set[str]]]:
+        return [(job, dirs) for job, dirs in self.todo if not job.is_video]
+
+    @property
+    def videos(self) -> list[tuple[Job, set[str]]]:
+        return [(job, dirs) for job, dirs in self.todo if job.is_video]
+
+
+def plan_prediction(
+    translator: Translator,
+    inputs: str | list[str],
+    output_dir: Path,
+    direction: str,
+    round_trip: bool,
+    grid: bool,
+    overwrite: bool,
+    ext: str,
+) -> PredictionPlan:
+    """Check the settings, find the inputs, name their outputs and leave out what is already done."""
+    if ext.lower() not in SAVE_EXTENSIONS:
+        raise ConfigError(f"ext={ext}: choose one of {', '.join(SAVE_EXTENSIONS)}")
+    directions = list(translator.directions) if direction == "both" else [direction]
+    for d in directions:
+        if d not in ("a2b", "b2a"):
+            raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
+        translator.generator(d)  # fails now, with the fix, if the checkpoint lacks it
+    jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
+
+    def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
+        if overwrite:
+            return set(directions)
+        return {d for d in directions if not all(p.is_file() for k, p in job.outputs.items() if k.split("_")[0] == d)}
+
+    todo = [(job, dirs) for job in jobs if (dirs := pending(job))]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        log.info(
+            "%d of %d inputs already translated in %s: skipped (overwrite=true redoes them)",
+            skipped,
+            len(jobs),
+            output_dir,
+        )
+    return PredictionPlan(directions, jobs, todo)
+
+
+# ---- read ------------------------------------------------------------------------------------------------------
+Chunk = list[tuple[Job, set[str]]]
+
+
+@dataclass
+class Translation:
+    """The decoded images of one chunk in one direction, and (once translated) their outputs."""
+
+    direction: str
+    jobs: list[Job]
+    loaded: list[LoadedImage]
+    fakes: list[LoadedImage] | None = None
+    recs: list[LoadedImage | None] | None = None
+
+
+class ChunkReader:
+    """Decodes a chunk of images for each direction it needs; unreadable files are logged and listed in ``failed``
+    (``on_bad_image=skip``) or end the run (``fail``)."""
+
+    def __init__(self, translator: Translator, directions: list[str], on_bad_image: str, failed: list[str]):
+        self.translator, self.directions = translator, directions
+        self.on_bad_image, self.failed = check_bad_image_policy(on_bad_image), failed
+
+    def read(self, chunk: Chunk) -> dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]:
+        """Decode (in the reader thread): errors are kept, to be dealt with in input order by ``usable``."""
+        out: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]] = {}
+        for d in self.directions:
+            out[d] = []
+            for job in (job for job, dirs in chunk if d in dirs):
+                try:
+                    out[d].append((job, load_image(job.src, self.translator.channels_in(d))))
+                except ImageLoadError as exc:
+                    out[d].append((job, exc))
+        return out
+
+    def usable(self, read: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]) -> list[Translation]:
+        """The chunk's decoded images per direction; the unreadable ones go by the bad-image policy."""
+        work = []
+        for d in self.directions:
+            loaded, ok = [], []
+            for job, item in read[d]:
+                if isinstance(item, ImageLoadError):
+                    self.bad(job, item)
+                else:
+                    loaded.append(item)
+                    ok.append(job)
+            if loaded:
+                work.append(Translation(d, ok, loaded))
+        return work
+
+    def bad(self, job: Job, error: ImageLoadError | VideoReadError) -> None:
+        if self.on_bad_image == "fail":
+            raise error
+        log.warning("%s", error)
+        if str(job.src) not in self.failed:
+            self.failed.append(str(job.src))
+
+
+# ---- compute ---------------------------------------------------------------------------------------------------
+def compute_chunk(translator: Translator, work: list[Translation], round_trip: bool) -> list[Translation]:
+    """Translate each direction's images (and back, for ``round_trip``)."""
+    for t in work:
+        t.fakes = translator.translate_loaded(t.loaded, t.direction)
+        t.recs = translator.translate_loaded(t.fakes, REVERSE[t.direction]) if round_trip else [None] * len(t.fakes)
+    return work
+
+
+# ---- write -----------------------------------------------------------------------------------------------------
+class OutputWriter:
+    """Writes one image's outputs; after a failed write (disk full) later ones are not attempted (a rerun does
+    them)."""
+
+    def __init__(self, grid: bool):
+        self.grid = grid
+        self.stop = threading.Event()
+
+    def write(self, job: Job, d: str, real: LoadedImage, fake: LoadedImage, rec: LoadedImage | None) -> None:
+        if self.stop.is_set():
+            return
+        try:
+            if self.grid:
+                save_atomic(side_by_side(*(x for x in (real, fake, rec) if x is not None)), job.outputs[f"{d}_grid"])
+            if rec is not None:
+                save_atomic(rec, job.outputs[f"{d}_cycle"])
+            save_atomic(fake, job.outputs[d])  # the main output last: its presence means the job is done
+        except BaseException:
+            self.stop.set()
+            raise
+
+
+# ---- the image pipeline and the videos -------------------------------------------------------------------------
+def translate_images(
+    translator: Translator,
+    chunks: list[Chunk],
+    reader: ChunkReader,
+    writer: OutputWriter,
+    round_trip: bool,
+    parallel: int,
+    bar: tqdm,
+) -> None:
+    """Decoding (next chunks) and encoding (earlier images) each run in a thread while the generator computes: PIL
+    and zlib release the GIL, so the cores never wait on I/O. ``parallel`` chunks are translated at once, each with
+    its share of torch's threads (one image per core keeps every core busy: docs/performance.md). Results are taken
+    and written in input order, so a failed write (disk full) leaves exactly the images before it. Few chunks in
+    flight bound the memory."""
+    read_pool = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
+    write_pool = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
+    compute_pool = ThreadPoolExecutor(parallel, thread_name_prefix="predict-compute")
+    ahead = PREFETCH_CHUNKS + parallel - 1
+    most_writes = 2 * max((len(c) for c in chunks), default=1)
+    try:
+        with torch_threads_per_image(parallel):
+            reads = deque(read_pool.submit(reader.read, c) for c in chunks[:ahead])
+            computes: deque = deque()
+            writes: deque = deque()
+            for n, chunk in enumerate(chunks):
+                read = reads.popleft().result()
+                if n + ahead < len(chunks):
+                    reads.append(read_pool.submit(reader.read, chunks[n + ahead]))
+                computes.append(
+                    (len(chunk), compute_pool.submit(compute_chunk, translator, reader.usable(read), round_trip))
+                )
+                while computes and (len(computes) >= parallel or n == len(chunks) - 1):
+                    size, done = computes.popleft()
+                    for t in done.result():
+                        writes += [
+                            write_pool.submit(writer.write, job, t.direction, *images)
+                            for job, *images in zip(t.jobs, t.loaded, t.fakes, t.recs)
+                        ]
+                    while len(writes) > most_writes or (writes and writes[0].done()):  # a failed write ends the run
+                        writes.popleft().result()
+                    bar.update(size)
+            while writes:
+                writes.popleft().result()
+    except BaseException:
+        writer.stop.set()  # interrupted or failed: no new outputs
+        raise
+    finally:
+        for pool in (read_pool, compute_pool, write_pool):  # a write under way finishes: outputs are whole or absent
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def translate_videos(
+    translator: Translator, videos: Chunk, reader: ChunkReader, progress: bool, **video_options
+) -> int:
+    """Each video in each pending direction, one after the other (``video.translate_video``); returns how many
+    videos were translated."""
+    done = 0
+    for job, dirs in videos:
+        try:
+            for d in sorted(dirs):
+                translate_video(translator, job.src, job.outputs[d], d, progress=progress, **video_options)
+            done += 1
+        except VideoReadError as exc:
+            reader.bad(job, exc)
+    return done
+
+
 def run_prediction(
     translator: Translator,
     inputs: str | list[str],
@@ -250,143 +477,51 @@ def run_prediction(
     grid: bool = False,  # also write input | output (| reconstruction) side by side
     html_index: bool = True,
     overwrite: bool = False,  # redo images whose outputs exist
-    batch_size: int = 1,  # images of the same size per forward
+    batch_size: int = 1,  # images (or video frames) of the same size per forward
     ext: str = ".png",
     on_bad_image: str = "skip",  # skip | fail
     progress: bool = True,
     parallel_images: int | str = "auto",  # images translated at once, each on its share of the CPU threads
+    video_stats: str = "frame",  # frame | fixed: instance-norm statistics of each frame, or fixed over the clip
+    video_stats_frames: int = 16,  # frames the fixed statistics are measured on, spread over the clip
+    video_crf: int = 18,  # H.264 quality of translated videos (0 lossless, 18 visually lossless)
 ) -> PredictSummary:
     """Translate every input; returns counts and timing (also logged as one summary line)."""
     output_dir = Path(output_dir)
     ext = ext if ext.startswith(".") else f".{ext}"
-    if ext.lower() not in SAVE_EXTENSIONS:
-        raise ConfigError(f"ext={ext}: choose one of {', '.join(SAVE_EXTENSIONS)}")
     check_bad_image_policy(on_bad_image)
-    directions = list(translator.directions) if direction == "both" else [direction]
-    for d in directions:
-        if d not in ("a2b", "b2a"):
-            raise ConfigError(f"direction must be a2b, b2a or both, got {direction!r}")
-        translator._generator(d)  # fails now, with the fix, if the checkpoint lacks it
-    jobs = plan_jobs(collect_inputs(inputs, output_dir), output_dir, directions, round_trip, grid, ext)
-
-    def pending(job: Job) -> set[str]:  # directions with an output still missing: only those are redone
-        if overwrite:
-            return set(directions)
-        return {d for d in directions if not all(p.is_file() for k, p in job.outputs.items() if k.split("_")[0] == d)}
-
-    todo = [(j, todo_dirs) for j in jobs if (todo_dirs := pending(j))]
+    check_video_stats(video_stats)
+    plan = plan_prediction(translator, inputs, output_dir, direction, round_trip, grid, overwrite, ext)
+    images, videos = plan.images, plan.videos
+    if videos and (round_trip or grid):
+        log.info("round_trip and grid apply to images: videos get their translation only")
     if translator.may_switch_to_compile:  # only then read the headers
-        translator.compile_if_it_pays(Counter(size for job, _ in todo if (size := header_size(job.src))))
-    parallel = images_at_once(translator, parallel_images)
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        log.info(
-            "%d of %d images already translated in %s: skipped (overwrite=true redoes them)",
-            skipped,
-            len(jobs),
-            output_dir,
-        )
+        translator.compile_if_it_pays(Counter(size for job, _ in images if (size := header_size(job.src))))
     output_dir.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
+    reader = ChunkReader(translator, plan.directions, on_bad_image, failed)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="translating", unit="img", disable=not progress)
     step = max(1, batch_size)
-    chunks = [todo[i : i + step] for i in range(0, len(todo), step)]
-    parallel = min(parallel, max(1, len(chunks)))  # one image: all threads on it
-
-    def load_chunk(chunk: list[tuple[Job, set[str]]]) -> dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]:
-        out: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]] = {}
-        for d in directions:
-            out[d] = []
-            for job in (job for job, todo_dirs in chunk if d in todo_dirs):
-                try:
-                    out[d].append((job, load_image(job.src, translator.channels_in(d))))
-                except ImageLoadError as exc:
-                    out[d].append((job, exc))
-        return out
-
-    def usable(loaded_chunk: dict[str, list[tuple[Job, LoadedImage | ImageLoadError]]]) -> list[Translation]:
-        """The chunk's decoded images per direction; unreadable ones are logged and counted (or end the run)."""
-        work = []
-        for d in directions:
-            loaded, ok = [], []
-            for job, item in loaded_chunk[d]:
-                if isinstance(item, ImageLoadError):
-                    if on_bad_image == "fail":
-                        raise item
-                    log.warning("%s", item)
-                    if str(job.src) not in failed:
-                        failed.append(str(job.src))
-                else:
-                    loaded.append(item)
-                    ok.append(job)
-            if loaded:
-                work.append(Translation(d, ok, loaded))
-        return work
-
-    def translate(work: list[Translation]) -> list[Translation]:
-        for t in work:
-            t.fakes = translator.translate_loaded(t.loaded, t.direction)
-            t.recs = translator.translate_loaded(t.fakes, REVERSE[t.direction]) if round_trip else [None] * len(t.fakes)
-        return work
-
-    stop = threading.Event()  # set by a failed write: later outputs are not attempted (a rerun does them)
-
-    def write(job: Job, d: str, real: LoadedImage, fake: LoadedImage, rec: LoadedImage | None) -> None:
-        if stop.is_set():
-            return
-        try:
-            if grid:
-                save_atomic(side_by_side(*(x for x in (real, fake, rec) if x is not None)), job.outputs[f"{d}_grid"])
-            if rec is not None:
-                save_atomic(rec, job.outputs[f"{d}_cycle"])
-            save_atomic(fake, job.outputs[d])  # the main output last: its presence means the job is done
-        except BaseException:
-            stop.set()
-            raise
-
-    # Decoding (next chunks) and encoding (earlier images) each run in a thread while the generator computes: PIL
-    # and zlib release the GIL, so the cores never wait on I/O. ``parallel`` chunks are translated at once, each
-    # with its share of torch's threads (one image per core keeps every core busy: docs/performance.md). Results
-    # are taken and written in input order, so a failed write (disk full) leaves exactly the images before it. Few
-    # chunks in flight bound the memory.
-    translator.prepare(directions + ([REVERSE[d] for d in directions] if round_trip else []))
-    reader = ThreadPoolExecutor(1, thread_name_prefix="predict-read")
-    writer = ThreadPoolExecutor(1, thread_name_prefix="predict-write")
-    computer = ThreadPoolExecutor(parallel, thread_name_prefix="predict-compute")
-    ahead = PREFETCH_CHUNKS + parallel - 1
-    try:
-        with torch_threads_per_image(parallel):
-            loads = deque(reader.submit(load_chunk, c) for c in chunks[:ahead])
-            computes: deque = deque()
-            writes: deque = deque()
-            for n, chunk in enumerate(chunks):
-                loaded_chunk = loads.popleft().result()
-                if n + ahead < len(chunks):
-                    loads.append(reader.submit(load_chunk, chunks[n + ahead]))
-                computes.append((len(chunk), computer.submit(translate, usable(loaded_chunk))))
-                while computes and (len(computes) >= parallel or n == len(chunks) - 1):
-                    size, done = computes.popleft()
-                    for t in done.result():
-                        writes += [
-                            writer.submit(write, job, t.direction, *images)
-                            for job, *images in zip(t.jobs, t.loaded, t.fakes, t.recs)
-                        ]
-                    while len(writes) > 2 * step or (writes and writes[0].done()):  # a failed write ends the run
-                        writes.popleft().result()
-                    bar.update(size)
-            while writes:
-                writes.popleft().result()
-    except BaseException:
-        stop.set()  # interrupted or failed: no new outputs
-        raise
-    finally:
-        for pool in (reader, computer, writer):  # a write under way finishes: outputs are whole or absent
-            pool.shutdown(wait=True, cancel_futures=True)
+    chunks = [images[i : i + step] for i in range(0, len(images), step)]
+    parallel = min(images_at_once(translator, parallel_images), max(1, len(chunks)))  # one image: all threads on it
+    translator.prepare(plan.directions + ([REVERSE[d] for d in plan.directions] if round_trip else []))
+    bar = tqdm(total=len(images), desc="translating", unit="img", disable=not progress or not images)
+    translate_images(translator, chunks, reader, OutputWriter(grid), round_trip, parallel, bar)
     bar.close()
+    n_videos = translate_videos(
+        translator,
+        videos,
+        reader,
+        progress,
+        stats=video_stats,
+        stats_frames=video_stats_frames,
+        batch_size=step,
+        crf=video_crf,
+    )
     seconds = time.perf_counter() - start
-    if html_index and jobs:
-        write_index(output_dir, jobs, directions)
-    summary = PredictSummary(len(todo) - len(failed), skipped, failed, seconds, output_dir)
+    if html_index and plan.jobs:
+        write_index(output_dir, plan.jobs, plan.directions)
+    done = len(plan.todo) - len(failed)
+    summary = PredictSummary(done, len(plan.jobs) - len(plan.todo), failed, seconds, output_dir, n_videos)
     log.info("%s", summary.line())
     return summary

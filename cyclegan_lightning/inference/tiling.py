@@ -30,7 +30,7 @@ def measure_norm_stats(
     net: nn.Module, xp: torch.Tensor, tile: int, stats_size: int = 1024, iterations: int = 1, mode: str = "crop"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-channel mean and variance at each instance norm as if the padded image ``xp`` (1, C, H, W) were seen
-    whole.
+    whole; for several images (N, C, H, W), pooled over all of them (one set for every frame of a video).
 
     If its longer side is at most ``stats_size`` it is run whole: exact, and then tiled output matches untiled up
     to the blended tile borders (ResNet-9, 512x512 photo, 256 tiles: max |diff| 0.006 in [-1, 1]). Beyond it,
@@ -75,8 +75,9 @@ def measure_norm_stats(
         ]
         try:
             with fixed_norm_stats(net, stats) if stats else contextlib.nullcontext():
-                for y, x0, th, tw in boxes:
-                    net(xp[..., y : y + th, x0 : x0 + tw])
+                for image in xp.split(1):  # one image at a time: memory as for one
+                    for y, x0, th, tw in boxes:
+                        net(image[..., y : y + th, x0 : x0 + tw])
         finally:
             for handle in handles:
                 handle.remove()
@@ -160,6 +161,7 @@ def translate_tiled(
     stats_passes: int = 1,
     stats_mode: str = "crop",
     out_channels: int | None = None,
+    stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None,  # given instance-norm statistics: not measured
 ) -> torch.Tensor:
     """Translate one image (1, C, H, W) in [-1, 1] tile by tile; memory is bounded by ``tile_size``.
 
@@ -174,7 +176,8 @@ def translate_tiled(
     xp = pad_to_multiple(x, m, min_side(net))
     hp, wp = xp.shape[-2:]
     th, tw = min(tile, hp), min(tile, wp)
-    stats = measure_norm_stats(net, xp, tile, stats_size, stats_passes, stats_mode) if _instance_norms(net) else []
+    if stats is None:
+        stats = measure_norm_stats(net, xp, tile, stats_size, stats_passes, stats_mode) if _instance_norms(net) else []
     out_channels = out_channels or _out_channels(net, x)
     out = torch.zeros(1, out_channels, hp, wp, dtype=torch.float32, device=x.device)
     weight = torch.zeros(1, 1, hp, wp, dtype=torch.float32, device=x.device)

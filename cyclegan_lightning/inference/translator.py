@@ -38,8 +38,8 @@ from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, export_pretrained, onnx_session
 from cyclegan_lightning.inference.fastconv import accelerate
-from cyclegan_lightning.inference.tiling import translate_tiled
-from cyclegan_lightning.networks.padding import min_side
+from cyclegan_lightning.inference.tiling import measure_norm_stats, translate_tiled
+from cyclegan_lightning.networks.padding import min_side, pad_to_multiple, size_multiple
 
 log = logging.getLogger(__name__)
 
@@ -253,35 +253,46 @@ class Translator:
             )
         return self.generators[direction]
 
-    _generator = generator  # the former private name, still called by inference/predict.py
-
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ---- tensors -------------------------------------------------------------------------------------------------
+    def _model_input(self, x: torch.Tensor, direction: str) -> torch.Tensor:
+        """(N, C, H, W) in [0, 1] -> the generator's channels, on its device, in [-1, 1]."""
+        want = self.channels_in(direction)
+        if x.shape[1] != want:
+            if x.shape[1] not in (1, 3):
+                raise ConfigError(f"the {direction} generator takes {want}-channel images, got {x.shape[1]} channels")
+            x = match_channels(x, want)
+        return x.to(self.device, torch.float32) * 2 - 1
+
     @torch.inference_mode()
-    def translate_tensor(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+    def translate_tensor(
+        self, x: torch.Tensor, direction: str = "a2b", norm_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
         """(C, H, W) or (N, C, H, W) in [0, 1] -> the translation, same layout and size, in [0, 1], float32, on the
-        input's device. Large images (either side over ``tile_size``) are tiled one image at a time."""
+        input's device. Large images (either side over ``tile_size``) are tiled one image at a time. ``norm_stats``
+        (from ``measure_norm_stats``): every image is normalised with these instance-norm statistics instead of its
+        own, as tiles share them (video frames: no flicker); runs eagerly, one image at a time."""
         gen = self.generator(direction)
         single = x.dim() == 3
-        batch = x[None] if single else x
-        want = self.channels_in(direction)
-        if batch.shape[1] != want:
-            if batch.shape[1] not in (1, 3):
-                raise ConfigError(
-                    f"the {direction} generator takes {want}-channel images, got {batch.shape[1]} channels"
-                )
-            batch = match_channels(batch, want)
-        x_in = batch.to(self.device, torch.float32) * 2 - 1
+        x_in = self._model_input(x[None] if single else x, direction)
         with self._autocast():
-            if self.tile_size and max(x_in.shape[-2:]) > self.tile_size:
+            tiled = bool(self.tile_size) and max(x_in.shape[-2:]) > self.tile_size
+            if tiled or norm_stats is not None:
+                tile = self.tile_size if tiled else 1 << 30  # fixed statistics on an image that fits: one tile
                 out = torch.cat(
                     [
                         translate_tiled(
-                            gen, img[None], self.tile_size, self.tile_overlap, self.tile_batch_size, self.stats_size
+                            gen,
+                            img[None],
+                            tile,
+                            self.tile_overlap,
+                            self.tile_batch_size,
+                            self.stats_size,
+                            stats=norm_stats,
                         )
                         for img in x_in
                     ]
@@ -290,6 +301,17 @@ class Translator:
                 out = self._runner(direction)(x_in)
         out = ((out.float() + 1) / 2).clamp(0, 1).to(x.device)
         return out[0] if single else out
+
+    @torch.inference_mode()
+    def measure_norm_stats(
+        self, images: torch.Tensor, direction: str = "a2b"
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Instance-norm statistics of ``direction``'s generator pooled over ``images`` (N, C, H, W) in [0, 1], as
+        ``translate_tensor(norm_stats=)`` takes them (``tiling.measure_norm_stats``, one image at a time)."""
+        gen = self.generator(direction)
+        xp = pad_to_multiple(self._model_input(images, direction), size_multiple(gen), min_side(gen))
+        with self._autocast():
+            return measure_norm_stats(gen, xp, self.tile_size or max(xp.shape[-2:]), self.stats_size)
 
     # ---- images --------------------------------------------------------------------------------------------------
     def translate_loaded(self, images: list[LoadedImage], direction: str = "a2b") -> list[LoadedImage]:
