@@ -41,3 +41,12 @@ def test_tensorboard_gets_the_sample_grid_each_validation(train_cfg):
     assert [im.step for im in images] == [1, 2]  # the epoch, as in epoch_0001.png
     png = Image.open(run / "samples" / "epoch_0002.png")
     assert (images[-1].width, images[-1].height) == png.size
+
+
+def test_a_default_run_prints_no_requires_grad_scalar_warning(train_cfg, recwarn):
+    """The default run (the demo) warms the generators up to identity and logs the loss: reading a tensor that
+    still has a graph as a Python float warns "Converting a tensor with requires_grad=True to a scalar" on every run.
+    """
+    run_training(train_cfg("trainer.max_epochs=1", "model.identity_init_steps=2"))
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "requires_grad=True to a scalar" in m], messages

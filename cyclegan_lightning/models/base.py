@@ -257,7 +257,8 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return True
-        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in losses.items() if not torch.isfinite(v).all())
+        detached = {k: v.detach() for k, v in losses.items()}  # (a float of a tensor with a graph warns)
+        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in detached.items() if not torch.isfinite(v).all())
         where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         self._nonfinite_in_a_row += 1
         if (
@@ -337,7 +338,8 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             for gen in gens.values():
                 for tensor in itertools.chain(gen.parameters(), gen.buffers()):
                     dist.broadcast(tensor.data, src=0)
-        log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, float(loss) / len(gens))
+        final = float(loss.detach()) / len(gens)  # (a float of a tensor with a graph warns)
+        log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, final)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     @property
