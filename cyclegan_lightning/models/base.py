@@ -44,10 +44,10 @@ from torchmetrics import MeanMetric
 from cyclegan_lightning.checkpoints.format import MARKER, check_compatible, format_marker
 from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.per_rank import gather_per_rank, this_rank
-from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
+from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS, LEAVING, REVERSE
 from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
-from cyclegan_lightning.evaluation.health import DiversityRatio, translation_change
-from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance
+from cyclegan_lightning.metrics.health import DiversityRatio, translation_change
+from cyclegan_lightning.metrics.swd import SlicedWassersteinDistance
 from cyclegan_lightning.models.image_pool import ImagePool
 from cyclegan_lightning.models.schedulers import build_scheduler
 from cyclegan_lightning.models.stabilisers import StabiliserHooks
@@ -124,9 +124,10 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         """Images of domain A (loader 0) or B (loader 1): their translation for the quality metric and health
         signals, its cycle reconstruction when the model has both directions, and the images themselves as the real
         target of the other direction. Never touches the pools."""
-        domain = "ab"[dataloader_idx]
+        domain = "ab"[dataloader_idx]  # the datamodule's order of validation loaders
         real = batch["image"]
-        there, back = ("a2b", "b2a") if domain == "a" else ("b2a", "a2b")
+        there = LEAVING[domain]
+        back = REVERSE[there]
         if back in self.val_swd:
             self.val_swd[back].update(real, real=True)  # real A is what B->A should look like, and vice versa
         if there not in self.val_swd:
@@ -326,10 +327,9 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             index = torch.randint(len(data), (batch_size,), generator=pick).tolist()
             samples = [data[i] for i in index]
             loss = 0.0
-            for direction in ("b2a", "a2b"):  # each generator on images of its output domain
-                if direction in gens:
-                    real = torch.stack([s[ENDPOINTS[direction][1]] for s in samples]).to(self.device)
-                    loss = loss + F.l1_loss(gens[direction](real), real)
+            for direction, gen in gens.items():  # each generator on images of its output domain
+                real = torch.stack([s[ENDPOINTS[direction][1]] for s in samples]).to(self.device)
+                loss = loss + F.l1_loss(gen(real), real)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

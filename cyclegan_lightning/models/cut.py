@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.evaluation.health import discriminator_accuracy
+from cyclegan_lightning.metrics.health import discriminator_accuracy
 from cyclegan_lightning.models.base import UnpairedTranslationModel
 from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss, gradient_penalty
 from cyclegan_lightning.models.patchnce import build_projection_head, patchnce_between, seeded_generator

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.evaluation.health import discriminator_accuracy
+from cyclegan_lightning.metrics.health import discriminator_accuracy
 from cyclegan_lightning.models.base import UnpairedTranslationModel
 from cyclegan_lightning.models.image_pool import ImagePool
 from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss, gradient_penalty
