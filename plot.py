@@ -14,13 +14,14 @@ from omegaconf import DictConfig
 
 from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.evaluation.plotting import plot_metrics
+from cyclegan_lightning.run_layout import RunLayout
 
 log = logging.getLogger("plot")
 
 
 def plot(cfg: DictConfig) -> Path:
-    run = Path(cfg.run)
-    return plot_metrics(run / "csv" / "metrics.csv", cfg.out or run / "plots" / "curves.png", title=run.name)
+    run = RunLayout(cfg.run)
+    return plot_metrics(run.metrics_csv, cfg.out or run.curves, title=run.root.name)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plot")

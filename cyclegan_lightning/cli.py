@@ -13,6 +13,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from cyclegan_lightning.errors import ConfigError, CycleGANError
+from cyclegan_lightning.run_layout import RunLayout
 
 T = TypeVar("T")
 
@@ -51,6 +52,5 @@ def run_command(command: str, work: Callable[[DictConfig], T], cfg: DictConfig) 
 def output_dir_for(ckpt_path: str | Path, kind: str) -> Path:
     """``<run>/<kind>/<checkpoint name>/`` for a run's checkpoint (``<run>/checkpoints/x.ckpt``), else
     ``./<kind>/<checkpoint name>/``: reports of each checkpoint stay apart and beside their run."""
-    ckpt_path = Path(ckpt_path)
-    base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else Path(".")
-    return base / kind / ckpt_path.stem
+    run = RunLayout.of_checkpoint(ckpt_path)
+    return (run.root if run else Path(".")) / kind / Path(ckpt_path).stem

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ RESOLVED_ENV = "CYCLEGAN_RESUMED_FROM"  # rank 0's choice, inherited by the DDP 
 def find_last_checkpoint(log_dir: str | Path, name: str) -> Path | None:
     """Newest ``last.ckpt`` (by modification time) of experiment ``name``: ``<log_dir>/<name>/**/checkpoints/``."""
     root = Path(log_dir) / name
-    found = [p for p in root.glob("**/checkpoints/last.ckpt") if p.is_file()]
+    found = [p for p in root.glob(f"**/{RunLayout.CHECKPOINTS}/{RunLayout.LAST}") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
@@ -54,7 +55,7 @@ def find_resume_checkpoint(
         if inherited is not None and os.environ.get("LOCAL_RANK", "0") != "0":
             return inherited or None  # a DDP child: use what rank 0 chose
         if multirun:
-            own = Path(output_dir) / "checkpoints" / "last.ckpt"
+            own = RunLayout(output_dir).last
             found, where = (own if own.is_file() else None), own.parent
         else:
             found, where = find_last_checkpoint(log_dir, name), Path(log_dir) / name
