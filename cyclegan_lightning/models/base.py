@@ -46,9 +46,10 @@ from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.per_rank import gather_per_rank, this_rank
 from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS, LEAVING, REVERSE
 from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
-from cyclegan_lightning.metrics.health import DiversityRatio, translation_change
+from cyclegan_lightning.metrics.health import DiversityRatio, discriminator_accuracy, translation_change
 from cyclegan_lightning.metrics.swd import SlicedWassersteinDistance
 from cyclegan_lightning.models.image_pool import ImagePool
+from cyclegan_lightning.models.losses import gradient_penalty
 from cyclegan_lightning.models.schedulers import build_scheduler
 from cyclegan_lightning.models.stabilisers import StabiliserHooks
 from cyclegan_lightning.networks import init_weights
@@ -207,6 +208,20 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         self.log_dict(logged, batch_size=batch_size)
         bar = {name: losses["total"].detach() for name, losses in (("g", g_losses), ("d", d_losses)) if losses}
         self.log_dict(bar, prog_bar=True, logger=False, batch_size=batch_size)
+
+    def finish_discriminator_loss(self, name, disc, real, fake, pred_real, pred_fake, loss, losses) -> torch.Tensor:
+        """The tail every discriminator loss shares: its patch accuracies (``acc_real_<name>``, ``acc_fake_<name>``,
+        health signals, no grad) and, under ``wgangp``, the gradient penalty (``gp_<name>``, in fp32). Returns the
+        loss with the penalty added."""
+        for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
+            acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
+            if acc is not None:
+                losses[f"acc_{kind}_{name}"] = acc
+        if self.hparams.gan_mode == "wgangp":
+            with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
+                losses[f"gp_{name}"] = gradient_penalty(disc, real.float(), fake.float())
+            loss = loss + self.hparams.lambda_gp * losses[f"gp_{name}"]
+        return loss
 
     # ---- gradient accumulation (model.accumulate_grad_batches) ----------------------------------------------------
     def closes_accumulation_window(self, batch_idx: int) -> bool:
