@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder
 from cyclegan_lightning.cli import output_dir_for, run_command
-from cyclegan_lightning.evaluation import evaluate, fid_extractor, to_markdown, write_results
+from cyclegan_lightning.evaluation import fid_extractor, to_markdown, write_results
+from cyclegan_lightning.evaluation.evaluate import evaluate
 from cyclegan_lightning.evaluation.runs import data_folders, pick_checkpoint, run_of, run_test_folders
 from cyclegan_lightning.inference import build_translator
 

@@ -7,27 +7,26 @@ python plot.py run=outputs/demo/runs/<time> out=curves.png
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cyclegan_lightning.errors import CycleGANError
+from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.evaluation.plotting import plot_metrics
+from cyclegan_lightning.run_layout import RunLayout
 
 log = logging.getLogger("plot")
 
 
+def plot(cfg: DictConfig) -> Path:
+    run = RunLayout(cfg.run)
+    return plot_metrics(run.metrics_csv, cfg.out or run.curves, title=run.root.name)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="plot")
 def main(cfg: DictConfig) -> None:
-    run = Path(cfg.run)
-    try:
-        path = plot_metrics(run / "csv" / "metrics.csv", cfg.out or run / "plots" / "curves.png", title=run.name)
-    except CycleGANError as exc:
-        log.error("%s", exc)
-        sys.exit(2)
-    log.info("curves: %s", path)
+    log.info("curves: %s", run_command("plot", plot, cfg))
 
 
 if __name__ == "__main__":

@@ -7,29 +7,19 @@ python train.py -m model.lambda_cycle=5,10                 # a sweep
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
+from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.config import register_resolvers
-from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.training.run import is_multirun, run_training
+from cyclegan_lightning.training.run import run_training
 
-log = logging.getLogger("train")
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = run_training(cfg)
-    except CycleGANError as exc:  # a problem the user can fix: say what, without a traceback
-        log.error("%s", exc)
-        if is_multirun():
-            raise  # Hydra records this job as failed and the sweep goes on (Optuna: max_failure_rate)
-        sys.exit(2)
+    metrics = run_command("train", run_training, cfg)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from cyclegan_lightning.checkpoints.loading import safe_load  # noqa: E402
 from cyclegan_lightning.data.demo import build_demo_dataset  # noqa: E402
 from cyclegan_lightning.errors import CycleGANError  # noqa: E402
-from cyclegan_lightning.evaluation.evaluate import write_text_atomic  # noqa: E402
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, write_leaderboard  # noqa: E402
+from cyclegan_lightning.evaluation.report import write_text_atomic  # noqa: E402
 from cyclegan_lightning.hardware import describe_cpu  # noqa: E402
 from cyclegan_lightning.inference import Translator  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""What the command scripts (predict, evaluate, leaderboard, export) share: mandatory settings checked before any
-work, errors users can fix shown as one line with exit code 2, and where a checkpoint's reports go by default."""
+"""What the command scripts (train, predict, evaluate, leaderboard, export, plot) share: mandatory settings checked
+before any work, errors users can fix shown as one line with exit code 2, and where a checkpoint's reports go by
+default."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from cyclegan_lightning.errors import ConfigError, CycleGANError
+from cyclegan_lightning.run_layout import RunLayout
 
 T = TypeVar("T")
 
@@ -26,19 +28,29 @@ def require(cfg: DictConfig, command: str) -> None:
         )
 
 
+def is_multirun() -> bool:
+    """True inside a job of a Hydra sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_command(command: str, work: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """``work(cfg)`` after ``require``; a ``CycleGANError`` is logged as one line and exits with code 2."""
+    """``work(cfg)`` after ``require``; a ``CycleGANError`` is logged as one line and exits with code 2 (in a sweep
+    it is raised instead: Hydra records that job as failed and the sweep goes on, Optuna's max_failure_rate)."""
     try:
         require(cfg, command)
         return work(cfg)
     except CycleGANError as exc:  # a problem the user can fix: say what, without a traceback
         logging.getLogger(command).error("%s", exc)
+        if is_multirun():
+            raise
         sys.exit(2)
 
 
 def output_dir_for(ckpt_path: str | Path, kind: str) -> Path:
     """``<run>/<kind>/<checkpoint name>/`` for a run's checkpoint (``<run>/checkpoints/x.ckpt``), else
     ``./<kind>/<checkpoint name>/``: reports of each checkpoint stay apart and beside their run."""
-    ckpt_path = Path(ckpt_path)
-    base = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else Path(".")
-    return base / kind / ckpt_path.stem
+    run = RunLayout.of_checkpoint(ckpt_path)
+    return (run.root if run else Path(".")) / kind / Path(ckpt_path).stem

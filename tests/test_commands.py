@@ -18,6 +18,7 @@ MANDATORY = {
     "evaluate": ["ckpt_path"],
     "leaderboard": ["runs"],
     "export": ["ckpt_path"],
+    "plot": ["run"],
 }
 
 

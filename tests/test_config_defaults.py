@@ -28,7 +28,6 @@ FILES = [
     ("model/generator/unet_128.yaml", None, {"num_downs"}),
     ("model/generator/unet_256.yaml", None, {"num_downs"}),
     ("model/discriminator/basic.yaml", None, set()),
-    ("model/discriminator/n_layers.yaml", None, {"n_layers"}),
     ("model/discriminator/pixel.yaml", None, set()),
 ]
 CALLBACK_FILES = sorted(p.relative_to(CONF).as_posix() for p in (CONF / "callbacks").glob("*.yaml"))

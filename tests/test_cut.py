@@ -196,6 +196,24 @@ def cut_run(tmp_path_factory) -> tuple[Path, Path]:
     return root, base / "run"
 
 
+def test_fid_callback_scores_the_directions_a_cut_model_has(tmp_path):
+    """``callbacks=fid model=cut``: two FID epochs (random features: no download) on tiny data, logging the A->B
+    FID and KID only; asking for the B->A generator CUT does not have would crash the first FID epoch."""
+    root = make_dataset(tmp_path / "data", n_train=4, n_test=3)
+    fid = ["callbacks=fid", "callbacks.fid.features=random", "callbacks.fid.every_n_epochs=1"]
+    cfg = compose_train_cfg(
+        [f"data.root={root}", "model=cut", *CUT_RUN, "trainer.max_epochs=2", *fid, "callbacks.fid.max_images=3"],
+        tmp_path / "run",
+    )
+    metrics = run_training(cfg)
+    assert "val/fid_a2b" in metrics and "val/kid_a2b" in metrics
+    header, *rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    columns = header.split(",")
+    assert not [c for c in columns if "b2a" in c], columns
+    col = columns.index("val/fid_a2b")
+    assert len([r for r in rows if r.split(",")[col]]) == 2  # both epochs
+
+
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
     from cyclegan_lightning.data.demo import build_demo_dataset

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from cyclegan_lightning.data.demo import MIX, SHADOW_TINT, _curve, build_demo_dataset, cel, dusk, undusk
-from cyclegan_lightning.evaluation.metrics import psnr
 from cyclegan_lightning.evaluation.paired import PairedMetrics
+from cyclegan_lightning.metrics.paired import psnr
 from cyclegan_lightning.training.callbacks import ROW_NAMES, SampleGrid
 
 

@@ -18,9 +18,9 @@ from cyclegan_lightning.evaluation import (
     MissingWeightsError,
     RandomConvFeatures,
     build_feature_extractor,
-    evaluate,
     write_results,
 )
+from cyclegan_lightning.evaluation.evaluate import evaluate
 from cyclegan_lightning.evaluation.metrics import INCEPTION_FILE
 from cyclegan_lightning.inference import LoadedGenerators, Translator
 from cyclegan_lightning.training.run import run_training

@@ -14,12 +14,8 @@ from probes import bare_trainer, stand_in
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
-from cyclegan_lightning.evaluation.health import (
-    DiversityRatio,
-    HealthMonitor,
-    discriminator_accuracy,
-    translation_change,
-)
+from cyclegan_lightning.evaluation.health import HealthMonitor
+from cyclegan_lightning.metrics.health import DiversityRatio, discriminator_accuracy, translation_change
 
 GEN = {"_target_": "cyclegan_lightning.networks.ResnetGenerator", "ngf": 4, "n_blocks": 1}
 DISC = {"_target_": "cyclegan_lightning.networks.NLayerDiscriminator", "ndf": 4, "n_layers": 2}

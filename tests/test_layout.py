@@ -1,12 +1,28 @@
-"""The package's layout rules, checked on the source: no import cycle between modules, and the models (the
-LightningModules) import no run machinery (``training/``, ``checkpoints/run_state.py``, loggers)."""
+"""The package's layout rules, checked on the source: no import cycle between modules nor between packages, no
+import upwards (``FLOORS``), importing the models loads no inference, and the models (the LightningModules) import
+no run machinery (``training/``, ``checkpoints/run_state.py``, loggers)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cyclegan_lightning"
+# Floors, lowest first: a package or top-level module imports only from its own floor or lower ones (imports inside
+# functions count too). Within the ground floor the small modules may use each other (the cycle test still holds).
+FLOORS = (
+    ("errors", "directions", "image_range", "run_layout", "hardware", "config", "cli"),  # names, rules, no torch models
+    ("networks",),  # plain nn.Modules
+    ("data",),  # images, preprocessing, datasets, the DataModule
+    ("metrics",),  # weight-free metrics: SWD, health signals, paired PSNR/SSIM
+    ("checkpoints",),  # the file format, safe loading, atomic writing, generators for inference
+    ("models",),  # the LightningModules
+    ("inference",),  # Translator, tiling, prediction, export
+    ("evaluation",),  # FID/KID, callbacks over validation, evaluate, leaderboard (translates through inference)
+    ("training",),  # a run: builds everything from the config
+)
 RUN_MACHINERY = ("cyclegan_lightning.training", "cyclegan_lightning.checkpoints.run_state", "lightning.pytorch.loggers")
 
 
@@ -83,3 +99,56 @@ def test_models_import_no_run_machinery():
         if name.startswith(RUN_MACHINERY)
     ]
     assert not offenders, offenders
+
+
+def package_of(module: str) -> str:
+    """``cyclegan_lightning.models.base`` -> ``models``; ``cyclegan_lightning`` (the root re-export) -> ``""``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def package_graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for module, imported in graph(top_level_only=False).items():
+        if package_of(module):
+            edges.setdefault(package_of(module), set()).update(
+                package_of(m) for m in imported if package_of(m) and package_of(m) != package_of(module)
+            )
+    return edges
+
+
+def test_no_import_cycle_between_packages():
+    edges = package_graph()
+    assert find_cycle(edges) is None, " -> ".join(find_cycle(edges) or [])
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    floor = {name: level for level, names in enumerate(FLOORS) for name in names}
+    return [
+        f"{a} (floor {floor[a]}) imports {b} (floor {floor[b]})" for a in edges for b in edges[a] if floor[b] > floor[a]
+    ]
+
+
+def test_every_package_has_a_floor_and_none_imports_upwards():
+    edges = package_graph()
+    placed = {name for names in FLOORS for name in names}
+    assert set(edges) <= placed, f"give these a floor in FLOORS: {sorted(set(edges) - placed)}"
+    assert not upward_imports(edges), upward_imports(edges)
+
+
+def test_the_floor_check_finds_an_import_upwards():
+    assert upward_imports({"models": {"networks"}, "checkpoints": {"models"}}) == [
+        "checkpoints (floor 4) imports models (floor 5)"
+    ]
+
+
+def test_importing_the_models_loads_no_inference_nor_evaluation():
+    code = (
+        "import sys, cyclegan_lightning.models; "
+        "print(sorted({m for m in sys.modules if m.startswith(('cyclegan_lightning.inference', "
+        "'cyclegan_lightning.evaluation', 'cyclegan_lightning.training'))}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout

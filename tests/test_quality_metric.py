@@ -13,7 +13,7 @@ from probes import bare_trainer, stand_in
 from torch.utils.data import DataLoader
 
 from cyclegan_lightning import CycleGAN
-from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance, laplacian_pyramid, swd
+from cyclegan_lightning.metrics.swd import SlicedWassersteinDistance, laplacian_pyramid, swd
 from cyclegan_lightning.networks import ResnetGenerator, init_weights
 
 N = 8  # test images per domain, as in the demo

@@ -31,27 +31,76 @@ from cyclegan_lightning.networks.generators import up_conv
 
 
 # ---- DiffAugment ------------------------------------------------------------------------------------------------
-def test_diffaugment_transforms_follow_the_official_semantics():
-    torch.manual_seed(0)
-    x = torch.full((4, 3, 8, 8), 0.25)
-    # colour on a flat image: saturation and contrast keep it, brightness adds one U(-0.5, 0.5) per image
+class Draws:
+    """Stands in for ``torch.rand`` / ``torch.randint`` during one call: hands out the prescribed values in order
+    (reshaped to the requested size) and records the ranges ``randint`` was asked for."""
+
+    def __init__(self, monkeypatch, *values):
+        self.values, self.ranges = list(values), []
+        monkeypatch.setattr(torch, "rand", self.rand)
+        monkeypatch.setattr(torch, "randint", self.randint)
+
+    def rand(self, *size, dtype=None, device=None, **_):
+        return torch.as_tensor(self.values.pop(0), dtype=dtype or torch.float32).reshape(*size)
+
+    def randint(self, low, high, size, device=None, **_):
+        self.ranges.append((low, high))
+        return torch.as_tensor(self.values.pop(0), dtype=torch.long).reshape(*size)
+
+
+def test_diffaugment_color_follows_the_official_formulas(monkeypatch):
+    """Brightness x + (r - 0.5), saturation (x - mean_C) * 2r + mean_C, contrast (x - mean_CHW) * (r + 0.5) +
+    mean_CHW (official DiffAugment_pytorch.py), checked pixel by pixel on a non-flat batch with known draws."""
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    r_bright, r_sat, r_con = [0.1, 0.8], [0.3, 0.9], [0.2, 0.7]
+    Draws(monkeypatch, r_bright, r_sat, r_con)
     out = diff_augment(x, "color")
-    shift = out[:, :1, :1, :1]
-    assert torch.allclose(out, shift.expand_as(out), atol=1e-6)
-    assert ((shift - 0.25).abs() <= 0.5).all() and shift.unique().numel() == 4
-    # translation: an integer shift of at most 1/8 of the side, the uncovered border filled with zeros
-    ones = torch.ones(64, 1, 16, 16)
-    out = diff_augment(ones, "translation")
-    assert set(out.unique().tolist()) <= {0.0, 1.0}
-    zero_rows = (out[:, 0].sum(2) == 0).sum(1)
-    assert zero_rows.max() <= 2 and zero_rows.max() > 0
-    assert torch.equal(out.sum((1, 2, 3)) > 0, torch.ones(64, dtype=torch.bool))
-    # cutout: one square of half the side zeroed (clipped at the border)
-    out = diff_augment(ones, "cutout")
-    zeros = (out == 0).sum((1, 2, 3))
-    assert zeros.max() == 64 and (zeros > 0).all()
+    monkeypatch.undo()
+    expected = x.clone()
+    for i in range(2):
+        img = expected[i] + (r_bright[i] - 0.5)
+        per_pixel = img.mean(0, keepdim=True)
+        img = (img - per_pixel) * (2 * r_sat[i]) + per_pixel
+        whole = img.mean()
+        expected[i] = (img - whole) * (r_con[i] + 0.5) + whole
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_diffaugment_translation_and_cutout_follow_the_official_formulas(monkeypatch):
+    """Translation: out[h, w] = x[h + tx, w + ty], zero where that falls outside, shifts up to 1/8 of each side
+    (rounded); cutout: one square of half the side, centred at a drawn offset, zeroed (clipped at the border)."""
+    n, height, width = 3, 16, 24
+    x = torch.arange(n * 2 * height * width, dtype=torch.float32).reshape(n, 2, height, width) + 1  # no zeros
+    tx, ty = [2, -1, 0], [-3, 0, 2]
+    draws = Draws(monkeypatch, tx, ty)
+    out = diff_augment(x, "translation")
+    assert draws.ranges == [(-2, 3), (-3, 4)]  # int(16 / 8 + 0.5), int(24 / 8 + 0.5)
+    monkeypatch.undo()
+    expected = torch.zeros_like(x)
+    for i in range(n):
+        for h in range(height):
+            for w in range(width):
+                if 0 <= h + tx[i] < height and 0 <= w + ty[i] < width:
+                    expected[i, :, h, w] = x[i, :, h + tx[i], w + ty[i]]
+    assert torch.equal(out, expected)
+
+    ox, oy = [0, 8, 15], [23, 12, 3]
+    draws = Draws(monkeypatch, ox, oy)
+    out = diff_augment(x, "cutout")
+    assert draws.ranges == [(0, height + 1), (0, width + 1)]  # even square sides: offsets up to the side itself
+    monkeypatch.undo()
+    expected = x.clone()
+    for i in range(n):
+        for h in range(ox[i] - 4, ox[i] + 4):  # 8 x 12: half of 16 x 24
+            for w in range(oy[i] - 6, oy[i] + 6):
+                if 0 <= h < height and 0 <= w < width:
+                    expected[i, :, h, w] = 0
+    assert torch.equal(out, expected)
+
+
+def test_diffaugment_policy_names():
     with pytest.raises(ConfigError, match="model.diffaugment"):
-        diff_augment(x, "color,flip")
+        diff_augment(torch.zeros(1, 3, 4, 4), "color,flip")
     assert DiscriminatorAugment(["color", "cutout"]).policy == ("color", "cutout")  # Hydra's [color,cutout]
 
 

@@ -5,6 +5,7 @@
   refuses a file without the marker (``checkpoint["cyclegan_lightning"]["format"]``) or with a newer format.
 - ``check_compatible`` adds the architecture: it refuses a checkpoint whose networks differ from the model being
   loaded into (another generator, block count, width or channel count), naming what differs instead of a key dump.
+- ``ema_state_prefix``: where a model's generator averages sit in the state dict, for the readers that pick them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from cyclegan_lightning.errors import CheckpointError
 CHECKPOINT_FORMAT = 2  # bump when the layout changes incompatibly (2: image pools stored per DDP rank)
 MARKER = "cyclegan_lightning"  # checkpoint[MARKER] = {"format": CHECKPOINT_FORMAT, "model": class name}
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile(module) puts into state-dict keys
+EMA_PREFIX = "gen_ema."  # state-dict prefix of the generators' averages (models/ema.py): gen_ema.a2b.module.<keys>
+
+
+def ema_state_prefix(direction: str) -> str:
+    """Where the average of the ``direction`` generator's weights sits in a checkpoint's state dict (readers pick
+    it over the live weights when its update count, ``gen_ema.<direction>.n_averaged``, is above 0)."""
+    return f"{EMA_PREFIX}{direction}.module."
 
 
 def format_marker(model: nn.Module) -> dict:

@@ -29,12 +29,12 @@ import hydra
 import torch
 from torch import nn
 
-from cyclegan_lightning.checkpoints.format import check_format, state_mismatch, strip_compiled_prefix
+from cyclegan_lightning.checkpoints.format import check_format, ema_state_prefix, state_mismatch, strip_compiled_prefix
 from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder, read_pretrained_folder
+from cyclegan_lightning.directions import ENDPOINTS
 from cyclegan_lightning.downloads.pretrained import resolve_pretrained
 from cyclegan_lightning.errors import CheckpointError
-from cyclegan_lightning.models.ema import ema_state_prefix
 from cyclegan_lightning.networks import ResnetGenerator, UnetGenerator
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _from_lightning(path: Path, ckpt: dict, arch: str, use_ema: bool = True) -> 
     channels = {"a": int(hp.get("channels_a", 3)), "b": int(hp.get("channels_b", 3))}
     state = strip_compiled_prefix(ckpt["state_dict"])
     gens, weights, specs = {}, {}, {}
-    for direction, (src, dst) in {"a2b": ("a", "b"), "b2a": ("b", "a")}.items():
+    for direction, (src, dst) in ENDPOINTS.items():
         prefix = f"gen_{direction}."
         averaged = state.get(ema_state_prefix(direction).replace(".module.", ".n_averaged"))
         if use_ema and averaged is not None and int(averaged) > 0:  # an EMA that was updated at least once

@@ -1,32 +1,32 @@
-"""Evaluation: FID/KID with verified Inception weights, cycle and paired PSNR/SSIM, a validation callback, and a
-leaderboard over runs."""
+"""Evaluation: FID/KID with verified Inception weights, cycle and paired PSNR/SSIM of checkpoints, validation
+callbacks, reports and a leaderboard over runs.
 
-from .callback import FIDCallback
-from .evaluate import evaluate, to_markdown, write_results
-from .metrics import (
-    INCEPTION,
-    FidKid,
-    InceptionFeatures,
-    MissingPackageError,
-    MissingWeightsError,
-    RandomConvFeatures,
-    build_feature_extractor,
-    fid_extractor,
-    resolve_inception_weights,
-)
+Names are imported lazily (PEP 562): importing one submodule, such as ``evaluation.paired`` that the training
+config names, does not load the inference stack. ``evaluate()`` is ``evaluation.evaluate.evaluate`` (the package
+attribute ``evaluate`` is that submodule)."""
 
-__all__ = [
-    "FIDCallback",
-    "FidKid",
-    "INCEPTION",
-    "InceptionFeatures",
-    "MissingPackageError",
-    "MissingWeightsError",
-    "RandomConvFeatures",
-    "build_feature_extractor",
-    "fid_extractor",
-    "evaluate",
-    "resolve_inception_weights",
-    "to_markdown",
-    "write_results",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "FIDCallback": "callback",
+    "to_markdown": "report",
+    "write_results": "report",
+    "INCEPTION": "metrics",
+    "FidKid": "metrics",
+    "InceptionFeatures": "metrics",
+    "MissingPackageError": "metrics",
+    "MissingWeightsError": "metrics",
+    "RandomConvFeatures": "metrics",
+    "build_feature_extractor": "metrics",
+    "fid_extractor": "metrics",
+    "resolve_inception_weights": "metrics",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -12,14 +12,17 @@ import warnings
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.evaluation.metrics import FidKid, build_feature_extractor
+from cyclegan_lightning.image_range import to_unit
 
 log = logging.getLogger(__name__)
 
 
 class FIDCallback(Callback):
-    """Logs ``val/fid_a2b``, ``val/fid_b2a``, ``val/kid_a2b``, ``val/kid_b2a`` on the validation images.
+    """Logs ``val/fid_<direction>`` and ``val/kid_<direction>`` on the validation images, for each direction the
+    model translates (``a2b`` and ``b2a`` for CycleGAN, ``a2b`` for CUT).
 
     The weights file is checked (and downloaded on first use) in ``setup``, so a missing file stops the run before the
     first epoch, not after. A ``ModelCheckpoint`` monitoring ``val/fid_*`` needs the same ``every_n_epochs``: on
@@ -68,15 +71,16 @@ class FIDCallback(Callback):
         pl_module.eval()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Kernel Inception Distance.*")
-            for direction, src, dst in (("a2b", "a", "b"), ("b2a", "b", "a")):
+            for direction in getattr(pl_module, "generators", None) or DIRECTIONS:  # CUT: a2b only
+                src, dst = ENDPOINTS[direction]
                 metric = FidKid(self.extractor.to(pl_module.device), self.kid_subset_size, pl_module.device)
                 n_src = min(len(sets[src]), self.max_images or len(sets[src]))
                 n_dst = min(len(sets[dst]), self.max_images or len(sets[dst]))
                 for i in range(n_dst):
-                    metric.update((sets[dst][i]["image"] + 1) / 2, real=True)
+                    metric.update(to_unit(sets[dst][i]["image"]), real=True)
                 for i in range(n_src):
                     real = sets[src][i]["image"][None].to(pl_module.device)
-                    metric.update(((pl_module(real, direction).float() + 1) / 2).clamp(0, 1), real=False)
+                    metric.update(to_unit(pl_module(real, direction)), real=False)
                 values = metric.compute()
                 if values["fid"] is not None:
                     out[f"val/fid_{direction}"] = values["fid"]

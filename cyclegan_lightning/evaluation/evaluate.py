@@ -3,7 +3,6 @@ and PSNR/SSIM against ground truth when paired folders are given. Results as JSO
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -13,17 +12,15 @@ from pathlib import Path
 from torch import nn
 from tqdm.auto import tqdm
 
-from cyclegan_lightning.checkpoints.atomic import atomic_open
 from cyclegan_lightning.data.images import find_images, load_image
-from cyclegan_lightning.directions import REVERSE
+from cyclegan_lightning.directions import ENDPOINTS, REVERSE
 from cyclegan_lightning.errors import ConfigError, DataError
-from cyclegan_lightning.evaluation.metrics import FidKid, psnr, ssim
+from cyclegan_lightning.evaluation.metrics import FidKid
 from cyclegan_lightning.evaluation.runs import checkpoint_epoch
 from cyclegan_lightning.inference.translator import Translator
+from cyclegan_lightning.metrics.paired import psnr, ssim
 
 log = logging.getLogger(__name__)
-LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std", "swd", "cycle")  # the rest (PSNR, SSIM) is higher-is-better
-METRIC_ORDER = ("fid", "kid_mean", "kid_std", "cycle_psnr", "cycle_ssim", "paired_psnr", "paired_ssim", "n_images")
 
 
 def _images(folder: str | Path | None, what: str, limit: int | None) -> list[Path]:
@@ -61,9 +58,10 @@ def evaluate_direction(
     has_back = back in translator.directions
     fidkid = FidKid(extractor, kid_subset_size, translator.device) if extractor is not None else None
     sums = {"cycle_psnr": [], "cycle_ssim": [], "paired_psnr": [], "paired_ssim": []}
-    src_ch, dst_ch = translator.loaded.channels[direction[0]], translator.loaded.channels[direction[2]]
+    src, dst = ENDPOINTS[direction]
+    src_ch, dst_ch = translator.loaded.channels[src], translator.loaded.channels[dst]
     if fidkid is not None:
-        for path in tqdm(targets, desc=f"real {direction[2].upper()}", disable=not progress, leave=False):
+        for path in tqdm(targets, desc=f"real {dst.upper()}", disable=not progress, leave=False):
             fidkid.update(load_image(path, dst_ch).image, real=True)
     for path in tqdm(sources, desc=f"{direction}", disable=not progress, leave=False):
         real = load_image(path, src_ch).image
@@ -138,43 +136,3 @@ def evaluate(
         "metrics": metrics,
         "seconds": round(time.perf_counter() - start, 2),
     }
-
-
-def fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-    return str(value)
-
-
-def to_markdown(report: dict) -> str:
-    """One table for the checkpoints of ``report`` (``{"checkpoints": [result, ...], "fid_missing": why}``)."""
-    results = report["checkpoints"]
-    cols = [m for m in METRIC_ORDER if any(m in v for r in results for v in r["metrics"].values())]
-    lines = [f"FID/KID not computed: {report['fid_missing']}", ""] if report.get("fid_missing") else []
-    features = {r["features"] for r in results if r["features"]}
-    if features:
-        lines += [f"FID/KID features: {', '.join(sorted(features))}", ""]
-    lines += ["| checkpoint | epoch | direction | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
-    for r in results:
-        name = r.get("which") or Path(r["checkpoint"]).name
-        for d, vals in r["metrics"].items():
-            lines.append(f"| {name} | {fmt(r['epoch'])} | {d} | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
-    lines += ["", "Checkpoints: " + ", ".join(f"`{r['checkpoint']}`" for r in results)]
-    return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def write_results(report: dict, output_dir: str | Path, name: str = "metrics") -> tuple[Path, Path]:
-    output_dir = Path(output_dir)
-    json_path, md_path = output_dir / f"{name}.json", output_dir / f"{name}.md"
-    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
-    write_text_atomic(md_path, to_markdown(report))
-    return json_path, md_path

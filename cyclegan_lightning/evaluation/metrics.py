@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -195,19 +194,3 @@ class FidKid:
         self.kid.subset_size = min(self.kid_subset_size, *self.n.values())
         kid_mean, kid_std = self.kid.compute()
         return {"fid": float(self.fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    return float(peak_signal_noise_ratio(pred[None].float(), target[None].float(), data_range=1.0))
-
-
-def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """SSIM (Gaussian 11x11 window; smaller for tiny images) of images in [0, 1]."""
-    side = min(pred.shape[-2:])
-    kernel = 11 if side >= 11 else max(3, side - (1 - side % 2))
-    return float(
-        structural_similarity_index_measure(
-            pred[None].float(), target[None].float(), data_range=1.0, kernel_size=kernel
-        )
-    )

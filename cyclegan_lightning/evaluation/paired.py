@@ -21,7 +21,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 
 from cyclegan_lightning.data.images import load_image
-from cyclegan_lightning.evaluation.metrics import psnr, ssim
+from cyclegan_lightning.directions import DIRECTIONS, LEAVING
+from cyclegan_lightning.image_range import to_unit
+from cyclegan_lightning.metrics.paired import psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class PairedMetrics(Callback):
         """Validation inputs and their truths, both through the validation transform (so they stay aligned)."""
         if self.pairs is None:
             self.pairs = {}
-            for domain, direction in (("a", "a2b"), ("b", "b2a")):
+            for domain, direction in LEAVING.items():
                 dataset = trainer.datamodule.val_sets[domain]
                 reader = dataset.reader
                 inputs, truths = [], []
@@ -70,13 +72,13 @@ class PairedMetrics(Callback):
     def compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """``{"paired_psnr_a2b": ..., "paired_psnr_identity_a2b": ..., ...}`` means over the images."""
         scores: dict[str, float] = {}
-        directions = getattr(pl_module, "generators", None) or ("a2b", "b2a")  # CUT: a2b only
+        directions = getattr(pl_module, "generators", None) or DIRECTIONS  # CUT: a2b only
         for direction, (inputs, truths) in self._load_pairs(trainer).items():
             if direction not in directions:
                 continue
             fakes = pl_module(inputs.to(pl_module.device), direction).float().cpu()
             for name, images in (("", fakes), ("identity_", inputs)):
-                pairs = [((x + 1) / 2, (t + 1) / 2) for x, t in zip(images.clamp(-1, 1), truths)]  # -> [0, 1]
+                pairs = [(to_unit(x), to_unit(t)) for x, t in zip(images, truths)]
                 scores[f"paired_psnr_{name}{direction}"] = sum(psnr(x, t) for x, t in pairs) / len(pairs)
                 scores[f"paired_ssim_{name}{direction}"] = sum(ssim(x, t) for x, t in pairs) / len(pairs)
         return scores
@@ -97,7 +99,7 @@ class PairedMetrics(Callback):
             f"{d.replace('2', '->').upper()} PSNR {s[f'paired_psnr_{d}']:.2f} dB (identity "
             f"{s[f'paired_psnr_identity_{d}']:.2f}),"
             f" SSIM {s[f'paired_ssim_{d}']:.3f} (identity {s[f'paired_ssim_identity_{d}']:.3f})"
-            for d in ("a2b", "b2a")
+            for d in DIRECTIONS
             if f"paired_psnr_{d}" in s
         ]
         log.info("paired metrics against ground truth after epoch %d: %s", s["epoch"], "; ".join(parts))

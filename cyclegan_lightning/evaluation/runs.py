@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cyclegan_lightning.errors import DataError
+from cyclegan_lightning.run_layout import RunLayout
 
 CHECKPOINTS = ("best", "last")
 
@@ -28,11 +29,13 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise DataError(f"runs: {path} is not a folder. Give a multirun folder or run folders of train.py.")
-        found = [path] if (path / "checkpoints").is_dir() else []
+        found = [path] if RunLayout(path).is_run() else []
         for depth in ("*", "*/*", "*/*/*"):
             if found:
                 break
-            found = sorted((p.parent for p in path.glob(f"{depth}/checkpoints") if p.is_dir()), key=_natural)
+            found = sorted(
+                (p.parent for p in path.glob(f"{depth}/{RunLayout.CHECKPOINTS}") if p.is_dir()), key=_natural
+            )
         if not found:
             raise DataError(f"runs: no run folder (one with checkpoints/) in {path}.")
         runs += [r for r in found if r not in runs]
@@ -47,13 +50,13 @@ def run_of(path: str | Path) -> Path | None:
     """The run folder of a checkpoint file or of a folder given as a run (or its ``checkpoints/``), else None."""
     path = Path(path)
     for cand in [path, path.parent] if path.is_dir() else [path.parent.parent]:
-        if (cand / "checkpoints").is_dir():
+        if RunLayout(cand).is_run():
             return cand
     return None
 
 
 def read_overrides(run: Path) -> list[str]:
-    file = run / ".hydra" / "overrides.yaml"
+    file = RunLayout(run).overrides
     return [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
 
 
@@ -66,11 +69,11 @@ def pick_checkpoint(run: Path, which: str = "best") -> Path:
     ``last.ckpt``, else the newest ``best-*.ckpt``; ``last.ckpt`` when the run kept no best."""
     if which not in CHECKPOINTS:
         raise DataError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
-    ckpts = run / "checkpoints"
-    last = ckpts / "last.ckpt"
+    layout = RunLayout(run)
+    ckpts, last = layout.checkpoints, layout.last
     if which == "best":
-        if (ckpts / "best.ckpt").is_file():
-            return ckpts / "best.ckpt"
+        if layout.best.is_file():
+            return layout.best
         if last.is_file():
             try:
                 for key, value in _load(last).get("callbacks", {}).items():
@@ -104,7 +107,7 @@ def checkpoint_epoch(path: str | Path) -> int | None:
 def read_metrics_by_epoch(run: Path, prefix: str = "") -> dict[int, dict[str, float]]:
     """``{epoch (1-based): {metric: value}}`` of the metrics named ``prefix...`` in the run's ``csv/metrics.csv``
     (the last value of each epoch)."""
-    file = run / "csv" / "metrics.csv"
+    file = RunLayout(run).metrics_csv
     if not file.is_file():
         return {}
     out: dict[int, dict[str, float]] = {}

@@ -44,11 +44,12 @@ from torchmetrics import MeanMetric
 from cyclegan_lightning.checkpoints.format import MARKER, check_compatible, format_marker
 from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.per_rank import gather_per_rank, this_rank
-from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
+from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS, LEAVING, REVERSE
 from cyclegan_lightning.errors import CheckpointError, ConfigError, NumericalError
-from cyclegan_lightning.evaluation.health import DiversityRatio, translation_change
-from cyclegan_lightning.evaluation.swd import SlicedWassersteinDistance
+from cyclegan_lightning.metrics.health import DiversityRatio, discriminator_accuracy, translation_change
+from cyclegan_lightning.metrics.swd import SlicedWassersteinDistance
 from cyclegan_lightning.models.image_pool import ImagePool
+from cyclegan_lightning.models.losses import gradient_penalty
 from cyclegan_lightning.models.schedulers import build_scheduler
 from cyclegan_lightning.models.stabilisers import StabiliserHooks
 from cyclegan_lightning.networks import init_weights
@@ -124,9 +125,10 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         """Images of domain A (loader 0) or B (loader 1): their translation for the quality metric and health
         signals, its cycle reconstruction when the model has both directions, and the images themselves as the real
         target of the other direction. Never touches the pools."""
-        domain = "ab"[dataloader_idx]
+        domain = "ab"[dataloader_idx]  # the datamodule's order of validation loaders
         real = batch["image"]
-        there, back = ("a2b", "b2a") if domain == "a" else ("b2a", "a2b")
+        there = LEAVING[domain]
+        back = REVERSE[there]
         if back in self.val_swd:
             self.val_swd[back].update(real, real=True)  # real A is what B->A should look like, and vice versa
         if there not in self.val_swd:
@@ -207,6 +209,20 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         bar = {name: losses["total"].detach() for name, losses in (("g", g_losses), ("d", d_losses)) if losses}
         self.log_dict(bar, prog_bar=True, logger=False, batch_size=batch_size)
 
+    def finish_discriminator_loss(self, name, disc, real, fake, pred_real, pred_fake, loss, losses) -> torch.Tensor:
+        """The tail every discriminator loss shares: its patch accuracies (``acc_real_<name>``, ``acc_fake_<name>``,
+        health signals, no grad) and, under ``wgangp``, the gradient penalty (``gp_<name>``, in fp32). Returns the
+        loss with the penalty added."""
+        for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
+            acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
+            if acc is not None:
+                losses[f"acc_{kind}_{name}"] = acc
+        if self.hparams.gan_mode == "wgangp":
+            with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
+                losses[f"gp_{name}"] = gradient_penalty(disc, real.float(), fake.float())
+            loss = loss + self.hparams.lambda_gp * losses[f"gp_{name}"]
+        return loss
+
     # ---- gradient accumulation (model.accumulate_grad_batches) ----------------------------------------------------
     def closes_accumulation_window(self, batch_idx: int) -> bool:
         """True on every k-th batch of an epoch and on its last batch (a short last window still steps)."""
@@ -257,7 +273,8 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return True
-        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in losses.items() if not torch.isfinite(v).all())
+        detached = {k: v.detach() for k, v in losses.items()}  # (a float of a tensor with a graph warns)
+        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in detached.items() if not torch.isfinite(v).all())
         where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         self._nonfinite_in_a_row += 1
         if (
@@ -325,10 +342,9 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             index = torch.randint(len(data), (batch_size,), generator=pick).tolist()
             samples = [data[i] for i in index]
             loss = 0.0
-            for direction in ("b2a", "a2b"):  # each generator on images of its output domain
-                if direction in gens:
-                    real = torch.stack([s[ENDPOINTS[direction][1]] for s in samples]).to(self.device)
-                    loss = loss + F.l1_loss(gens[direction](real), real)
+            for direction, gen in gens.items():  # each generator on images of its output domain
+                real = torch.stack([s[ENDPOINTS[direction][1]] for s in samples]).to(self.device)
+                loss = loss + F.l1_loss(gen(real), real)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -337,7 +353,8 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             for gen in gens.values():
                 for tensor in itertools.chain(gen.parameters(), gen.buffers()):
                     dist.broadcast(tensor.data, src=0)
-        log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, float(loss) / len(gens))
+        final = float(loss.detach()) / len(gens)  # (a float of a tensor with a graph warns)
+        log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, final)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     @property

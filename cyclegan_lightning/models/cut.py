@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.evaluation.health import discriminator_accuracy
 from cyclegan_lightning.models.base import UnpairedTranslationModel
-from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss, gradient_penalty
+from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss
 from cyclegan_lightning.models.patchnce import build_projection_head, patchnce_between, seeded_generator
 from cyclegan_lightning.networks import set_activation_checkpointing
 
@@ -160,15 +159,10 @@ class CUT(UnpairedTranslationModel):
         fake_b = fake_b.detach()
         pred_fake, pred_real = self.judge(self.disc_b, fake_b), self.judge(self.disc_b, real_b)  # official: fake first
         losses = {"b": 0.5 * (self.gan_loss(pred_fake, False) + self.gan_loss(pred_real, True))}
-        losses["b"] = self.regularise_discriminator("b", self.disc_b, real_b, pred_real, losses["b"], losses)
-        for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
-            acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
-            if acc is not None:
-                losses[f"acc_{kind}_b"] = acc
-        if self.hparams.gan_mode == "wgangp":
-            with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
-                losses["gp_b"] = gradient_penalty(self.disc_b, real_b.float(), fake_b.float())
-            losses["b"] = losses["b"] + self.hparams.lambda_gp * losses["gp_b"]
+        loss = self.regularise_discriminator("b", self.disc_b, real_b, pred_real, losses["b"], losses)
+        losses["b"] = self.finish_discriminator_loss(
+            "b", self.disc_b, real_b, fake_b, pred_real, pred_fake, loss, losses
+        )
         losses["total"] = losses["b"]
         return losses
 

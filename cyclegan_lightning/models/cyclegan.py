@@ -43,10 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from cyclegan_lightning.errors import ConfigError
-from cyclegan_lightning.evaluation.health import discriminator_accuracy
 from cyclegan_lightning.models.base import UnpairedTranslationModel
 from cyclegan_lightning.models.image_pool import ImagePool
-from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss, gradient_penalty
+from cyclegan_lightning.models.losses import GANLoss, PatchNCELoss
 from cyclegan_lightning.models.patchnce import build_projection_head, patchnce_between, seeded_generator
 from cyclegan_lightning.networks import set_activation_checkpointing
 
@@ -180,16 +179,7 @@ class CycleGAN(UnpairedTranslationModel):
             pred_fake = self.judge(disc, fake)
             loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
             loss = self.regularise_discriminator(name, disc, real, pred_real, loss, losses)  # ADA signal, R1
-            for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
-                acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
-                if acc is not None:
-                    losses[f"acc_{kind}_{name}"] = acc
-            if self.hparams.gan_mode == "wgangp":
-                with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
-                    gp = gradient_penalty(disc, real.float(), fake.float())
-                losses[f"gp_{name}"] = gp
-                loss = loss + self.hparams.lambda_gp * gp
-            losses[name] = loss
+            losses[name] = self.finish_discriminator_loss(name, disc, real, fake, pred_real, pred_fake, loss, losses)
         losses["total"] = losses["a"] + losses["b"]
         return losses
 

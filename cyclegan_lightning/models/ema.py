@@ -7,8 +7,9 @@ StyleGAN, UVCGAN2, joliGEN). Built on ``torch.optim.swa_utils.AveragedModel`` wi
 included. The first update copies the weights, so the average starts from the trained (or identity-initialised)
 generator, not from the random init.
 
-The averages live in the state dict under ``gen_ema.<direction>.module.*`` (``EMA_PREFIX``): saved in every
-checkpoint, restored on resume, and picked by ``load_generators`` (prediction, evaluation, export) when present.
+The averages live in the state dict under ``gen_ema.<direction>.module.*`` (``checkpoints/format.py``,
+``ema_state_prefix``): saved in every checkpoint, restored on resume, and picked by ``load_generators`` (prediction,
+evaluation, export) when present. The attribute name ``gen_ema`` in the models must match ``EMA_PREFIX``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,6 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cyclegan_lightning.errors import ConfigError
-
-EMA_PREFIX = "gen_ema."  # state-dict prefix of the averages: gen_ema.a2b.module.<generator keys>
-
-
-def ema_state_prefix(direction: str) -> str:
-    """Where the average of the ``direction`` generator's weights sits in a checkpoint's state dict."""
-    return f"{EMA_PREFIX}{direction}.module."
 
 
 class GeneratorEMA(nn.ModuleDict):

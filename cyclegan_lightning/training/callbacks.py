@@ -21,8 +21,9 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 from cyclegan_lightning.checkpoints.atomic import save_png_atomic
-from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS
+from cyclegan_lightning.directions import DIRECTIONS, ENDPOINTS, REVERSE
 from cyclegan_lightning.errors import ConfigError
+from cyclegan_lightning.image_range import to_unit
 from cyclegan_lightning.training import slurm
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images (1 or 3 channels) -> float32 RGB in [0, 1], the range loggers and PNG writers expect."""
-    images = ((images.detach().float() + 1) / 2).clamp(0, 1)
+    images = to_unit(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -92,7 +93,7 @@ class SampleGrid(Callback):
         rows, names = [], []
         directions = tuple(getattr(pl_module, "generators", None) or DIRECTIONS)  # CUT: a2b only, no round trip
         for there in directions:
-            back, (src, dst) = DIRECTIONS[1 - DIRECTIONS.index(there)], ENDPOINTS[there]
+            back, (src, dst) = REVERSE[there], ENDPOINTS[there]
             real = self._fixed_inputs(trainer)[src].to(pl_module.device)
             fake = pl_module(real, there)
             rows += [to_display(real), to_display(fake)]

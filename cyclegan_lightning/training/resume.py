@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from cyclegan_lightning.errors import CheckpointError
+from cyclegan_lightning.run_layout import RunLayout
 from cyclegan_lightning.training import slurm
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ RESOLVED_ENV = "CYCLEGAN_RESUMED_FROM"  # rank 0's choice, inherited by the DDP 
 # The files of a run folder a run can continue from: ``last.ckpt`` (each epoch's end, and the checkpoint
 # ``CheckpointOnSignal`` writes on SIGTERM or a SLURM requeue signal) and ``hpc_ckpt_<n>.ckpt`` (what Lightning's own
 # SLURM handler writes into the run folder, ``trainer.default_root_dir``, where it is in charge). The newest wins.
-RESUME_FILES = ("checkpoints/last.ckpt", "hpc_ckpt_*.ckpt")
+RESUME_FILES = (f"{RunLayout.CHECKPOINTS}/{RunLayout.LAST}", "hpc_ckpt_*.ckpt")
 
 
 def newest_resume_point(folder: str | Path, recursive: bool = False) -> Path | None:

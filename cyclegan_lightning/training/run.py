@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cyclegan_lightning.checkpoints.loading import safe_load
 from cyclegan_lightning.checkpoints.run_state import WANDB_RUN_ID, RunState
+from cyclegan_lightning.cli import is_multirun
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.training.callbacks import CheckpointOnSignal, DistinctRankSeeds
@@ -32,13 +33,6 @@ def instantiate_group(group: DictConfig | None) -> list:
         for entry in group.values()
         if isinstance(entry, DictConfig) and "_target_" in entry
     ]
-
-
-def is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig | None = None) -> str | None:
