@@ -61,7 +61,7 @@ def test_the_training_config_writes_where_run_layout_says(train_cfg):
     callbacks = cfg.callbacks
     assert Path(callbacks.model_checkpoint.dirpath) / f"{callbacks.model_checkpoint.filename}.ckpt" == run.best
     assert Path(callbacks.last_checkpoint.dirpath) / f"{callbacks.last_checkpoint.filename}.ckpt" == run.last
-    assert Path(callbacks.checkpoint_on_sigterm.dirpath) == run.checkpoints
+    assert Path(callbacks.checkpoint_on_signal.dirpath) / callbacks.checkpoint_on_signal.filename == run.last
     assert Path(callbacks.sample_grid.dirpath) == run.samples
     assert Path(callbacks.plot_curves.dirpath) == run.curves.parent
     assert Path(cfg.logger.csv.save_dir) / cfg.logger.csv.name == run.metrics_csv.parent
