@@ -17,8 +17,8 @@ from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folde
 from cyclegan_lightning.cli import output_dir_for, run_command
 from cyclegan_lightning.evaluation import fid_extractor, to_markdown, write_results
 from cyclegan_lightning.evaluation.evaluate import evaluate
-from cyclegan_lightning.evaluation.runs import data_folders, pick_checkpoint, run_of, run_test_folders
 from cyclegan_lightning.inference import build_translator
+from cyclegan_lightning.runs import data_folders, pick_checkpoint, run_of, run_test_folders
 
 log = logging.getLogger("evaluate")
 

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.evaluation import fid_extractor
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, to_markdown, write_leaderboard
-from cyclegan_lightning.evaluation.runs import find_runs
 from cyclegan_lightning.inference import build_translator
+from cyclegan_lightning.runs import find_runs
 
 log = logging.getLogger("leaderboard")
 

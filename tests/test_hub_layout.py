@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 
 from cyclegan_lightning.checkpoints import pretrained_folder
 from cyclegan_lightning.errors import CheckpointError, ConfigError, OutputError
-from cyclegan_lightning.evaluation.runs import read_metrics_by_epoch
 from cyclegan_lightning.inference import Translator, load_generators
 from cyclegan_lightning.models import CUT
+from cyclegan_lightning.runs import read_metrics_by_epoch
 
 EAGER = {"device": "cpu", "tile_size": None, "backend": "eager"}
 

@@ -13,7 +13,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cyclegan_lightning"
 # Floors, lowest first: a package or top-level module imports only from its own floor or lower ones (imports inside
 # functions count too). Within the ground floor the small modules may use each other (the cycle test still holds).
 FLOORS = (
-    ("errors", "directions", "image_range", "run_layout", "hardware", "config", "cli"),  # names, rules, no torch models
+    (
+        "errors",
+        "directions",
+        "image_range",
+        "run_layout",
+        "runs",
+        "hardware",
+        "config",
+        "cli",
+    ),  # names, rules, run folders
+    ("downloads",),  # the one verified downloader and its registry (datasets, pretrained files, metric weights)
     ("networks",),  # plain nn.Modules
     ("data",),  # images, preprocessing, datasets, the DataModule
     ("metrics",),  # weight-free metrics: SWD, health signals, paired PSNR/SSIM
@@ -22,6 +32,7 @@ FLOORS = (
     ("inference",),  # Translator, tiling, prediction, export
     ("evaluation",),  # FID/KID, callbacks over validation, evaluate, leaderboard (translates through inference)
     ("training",),  # a run: builds everything from the config
+    ("serving", "fetch"),  # the HTTP service over a Translator; the fetch command
 )
 RUN_MACHINERY = ("cyclegan_lightning.training", "cyclegan_lightning.checkpoints.run_state", "lightning.pytorch.loggers")
 
@@ -138,7 +149,7 @@ def test_every_package_has_a_floor_and_none_imports_upwards():
 
 def test_the_floor_check_finds_an_import_upwards():
     assert upward_imports({"models": {"networks"}, "checkpoints": {"models"}}) == [
-        "checkpoints (floor 4) imports models (floor 5)"
+        "checkpoints (floor 5) imports models (floor 6)"
     ]
 
 

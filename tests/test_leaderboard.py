@@ -19,8 +19,8 @@ from cyclegan_lightning.evaluation.leaderboard import (
     training_metrics,
     write_leaderboard,
 )
-from cyclegan_lightning.evaluation.runs import checkpoint_epoch, find_runs, pick_checkpoint, run_test_folders
 from cyclegan_lightning.inference import Translator
+from cyclegan_lightning.runs import checkpoint_epoch, find_runs, pick_checkpoint, run_test_folders
 
 
 def factory(ckpt):

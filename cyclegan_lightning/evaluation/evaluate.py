@@ -16,9 +16,9 @@ from cyclegan_lightning.data.images import find_images, load_image
 from cyclegan_lightning.directions import ENDPOINTS, REVERSE
 from cyclegan_lightning.errors import ConfigError, DataError
 from cyclegan_lightning.evaluation.metrics import FidKid
-from cyclegan_lightning.evaluation.runs import checkpoint_epoch
 from cyclegan_lightning.inference.translator import Translator
 from cyclegan_lightning.metrics.paired import psnr, ssim
+from cyclegan_lightning.runs import checkpoint_epoch
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from cyclegan_lightning.errors import CycleGANError
 from cyclegan_lightning.evaluation.evaluate import evaluate
 from cyclegan_lightning.evaluation.report import LOWER_IS_BETTER, METRIC_ORDER, fmt, write_text_atomic
-from cyclegan_lightning.evaluation.runs import (
+from cyclegan_lightning.runs import (
     checkpoint_epoch,
     data_folders,
     find_runs,

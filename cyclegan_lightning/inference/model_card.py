@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cyclegan_lightning.checkpoints.generators import LoadedGenerators
 from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.evaluation.runs import checkpoint_epoch, pick_checkpoint, read_metrics_by_epoch, run_of
+from cyclegan_lightning.runs import checkpoint_epoch, pick_checkpoint, read_metrics_by_epoch, run_of
 
 SAMPLES_FILE = "samples.png"  # the run's samples/latest.png, beside the card
 RECIPE_KEYS = (  # the hyper-parameters the card lists (config.json keeps them all)

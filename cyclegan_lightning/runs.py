@@ -1,5 +1,6 @@
 """Reading what train.py left in a run folder: its checkpoints (best and last, with their epochs), its test and
-ground-truth folders, its overrides and its CSV metrics. Shared by evaluate.py and the leaderboard.
+ground-truth folders, its overrides and its CSV metrics. Shared by evaluate.py, the leaderboard and the model card
+(on the ground floor so that inference, which writes model cards, and evaluation can both read runs).
 
 A run directory holds ``checkpoints/`` (``best.ckpt`` and ``last.ckpt``; runs before them ``best-epochNNNN.ckpt``),
 ``csv/metrics.csv`` and, from Hydra, ``.hydra/{config,hydra,overrides}.yaml``. A multirun directory holds one run
