@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
 register_resolvers()
 os.environ["CYCLEGAN_OFFLINE"] = "1"  # no test downloads the Inception weights (test_fid_download serves its own)
+# and none sees a developer's own download cache: tests that need files put them in this empty one themselves
+os.environ["CYCLEGAN_CACHE"] = tempfile.mkdtemp(prefix="cyclegan-test-cache-")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # Overrides that shrink any experiment to seconds on a CPU: 1-block ResNet, 8 filters, 32x32 crops, no workers.
