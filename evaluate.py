@@ -17,6 +17,7 @@ from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folde
 from cyclegan_lightning.cli import output_dir_for, run_command
 from cyclegan_lightning.evaluation import fid_extractor, to_markdown, write_results
 from cyclegan_lightning.evaluation.evaluate import evaluate
+from cyclegan_lightning.evaluation.lpips import lpips_metric
 from cyclegan_lightning.inference import build_translator
 from cyclegan_lightning.runs import data_folders, pick_checkpoint, run_of, run_test_folders
 
@@ -49,6 +50,9 @@ def run(cfg: DictConfig) -> dict:
     extractor, why = fid_extractor(cfg.fid.enabled, cfg.fid.features, cfg.fid.inception_weights, cfg.fid.download)
     if why and cfg.fid.enabled == "auto":
         log.warning("FID/KID not computed (the report below says why); evaluating the other metrics")
+    perceptual, lpips_why = lpips_metric(cfg.lpips.enabled, cfg.lpips.net, cfg.lpips.weights, cfg.lpips.download)
+    if lpips_why and cfg.lpips.enabled == "auto":
+        log.warning("LPIPS not computed: %s", lpips_why)
     results = []
     for which, translator in translators.items():
         result = evaluate(
@@ -62,9 +66,14 @@ def run(cfg: DictConfig) -> dict:
             cfg.max_images,
             cfg.fid.kid_subset_size,
             cfg.progress,
+            perceptual,
         )
         results.append({"which": which, **result})
-    report = {"checkpoints": results, "fid_missing": why if cfg.fid.enabled == "auto" else None}
+    report = {
+        "checkpoints": results,
+        "fid_missing": why if cfg.fid.enabled == "auto" else None,
+        "lpips_missing": lpips_why if cfg.lpips.enabled == "auto" else None,
+    }
     if cfg.output_dir:
         out = Path(cfg.output_dir)
     elif len(ckpts) > 1:

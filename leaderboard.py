@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from cyclegan_lightning.cli import run_command
 from cyclegan_lightning.evaluation import fid_extractor
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, to_markdown, write_leaderboard
+from cyclegan_lightning.evaluation.lpips import lpips_metric
 from cyclegan_lightning.inference import build_translator
 from cyclegan_lightning.runs import find_runs
 
@@ -27,6 +28,9 @@ def run(cfg: DictConfig):
     notes = [f"FID/KID columns are missing: {why}"] if why and cfg.fid.enabled == "auto" else []
     if notes:
         log.warning("FID/KID not computed (the table below says why); ranking by the other metrics")
+    perceptual, lpips_why = lpips_metric(cfg.lpips.enabled, cfg.lpips.net, cfg.lpips.weights, cfg.lpips.download)
+    if lpips_why and cfg.lpips.enabled == "auto":
+        notes.append(f"LPIPS columns are missing: {lpips_why}")
     entries, key = build_leaderboard(
         runs,
         lambda ckpt: build_translator(ckpt, cfg.translator),
@@ -38,6 +42,7 @@ def run(cfg: DictConfig):
         cfg.fid.kid_subset_size,
         cfg.progress,
         cfg.quality_metric,
+        perceptual,
     )
     files = write_leaderboard(entries, key, cfg.output_dir or runs[0], notes)
     return entries, key, files, notes

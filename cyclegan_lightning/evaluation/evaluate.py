@@ -52,12 +52,13 @@ def evaluate_direction(
     paired_root: Path | None = None,
     kid_subset_size: int = 1000,
     progress: bool = True,
+    perceptual: nn.Module | None = None,  # LPIPS (evaluation.lpips): cycle and paired LPIPS beside PSNR/SSIM
 ) -> dict[str, float | int | None]:
     """Metrics of one direction; images are streamed one at a time, so any number and size fit in memory."""
     back = REVERSE[direction]
     has_back = back in translator.directions
     fidkid = FidKid(extractor, kid_subset_size, translator.device) if extractor is not None else None
-    sums = {"cycle_psnr": [], "cycle_ssim": [], "paired_psnr": [], "paired_ssim": []}
+    sums = {k: [] for k in ("cycle_psnr", "cycle_ssim", "cycle_lpips", "paired_psnr", "paired_ssim", "paired_lpips")}
     src, dst = ENDPOINTS[direction]
     src_ch, dst_ch = translator.loaded.channels[src], translator.loaded.channels[dst]
     if fidkid is not None:
@@ -72,6 +73,8 @@ def evaluate_direction(
             rec = translator.translate_tensor(fake, back)
             sums["cycle_psnr"].append(psnr(rec, real))
             sums["cycle_ssim"].append(ssim(rec, real))
+            if perceptual is not None:
+                sums["cycle_lpips"].append(float(perceptual(rec, real)))
         if paired_root is not None:
             gt_path = _paired_file(paired_root, path.relative_to(source_root))
             if gt_path is None:
@@ -84,6 +87,8 @@ def evaluate_direction(
                 )
             sums["paired_psnr"].append(psnr(fake, gt))
             sums["paired_ssim"].append(ssim(fake, gt))
+            if perceptual is not None:
+                sums["paired_lpips"].append(float(perceptual(fake, gt)))
     out: dict[str, float | int | None] = fidkid.compute() if fidkid is not None else {}
     for k, vals in sums.items():
         finite = [v for v in vals if math.isfinite(v)]
@@ -103,6 +108,7 @@ def evaluate(
     max_images: int | None = None,
     kid_subset_size: int = 1000,
     progress: bool = True,
+    perceptual: nn.Module | None = None,  # None: no LPIPS
 ) -> dict:
     """{"checkpoint", "epoch" (1-based; None for reference files), "features", "metrics": {direction: {metric:
     value}}, "seconds"}."""
@@ -128,6 +134,7 @@ def evaluate(
                 Path(paired[dst]) if paired[dst] else None,
                 kid_subset_size,
                 progress,
+                perceptual,
             )
     return {
         "checkpoint": str(translator.loaded.path),

@@ -62,6 +62,7 @@ def build_leaderboard(
     kid_subset_size: int = 1000,
     progress: bool = True,
     quality_metric: str = "val/swd",  # read from each run's csv/metrics.csv at its best and last epochs
+    perceptual=None,  # LPIPS (evaluation.lpips), or None
 ) -> tuple[list[RunEntry], str]:
     """Evaluate every run; returns the entries sorted best first (failed runs last) and the ranking key."""
     entries = []
@@ -82,6 +83,7 @@ def build_leaderboard(
                 max_images=max_images,
                 kid_subset_size=kid_subset_size,
                 progress=progress,
+                perceptual=perceptual,
             )
             entry.metrics |= {f"{d}/{k}": v for d, vals in result["metrics"].items() for k, v in vals.items()}
         except CycleGANError as exc:

@@ -8,8 +8,20 @@ from pathlib import Path
 
 from cyclegan_lightning.checkpoints.atomic import atomic_open
 
-LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std", "swd", "cycle")  # the rest (PSNR, SSIM) is higher-is-better
-METRIC_ORDER = ("fid", "kid_mean", "kid_std", "cycle_psnr", "cycle_ssim", "paired_psnr", "paired_ssim", "n_images")
+# the rest (PSNR, SSIM) is higher-is-better
+LOWER_IS_BETTER = ("fid", "kid_mean", "kid_std", "swd", "cycle", "cycle_lpips", "paired_lpips")
+METRIC_ORDER = (
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "cycle_psnr",
+    "cycle_ssim",
+    "cycle_lpips",
+    "paired_psnr",
+    "paired_ssim",
+    "paired_lpips",
+    "n_images",
+)
 
 
 def fmt(value) -> str:
@@ -27,6 +39,7 @@ def to_markdown(report: dict) -> str:
     results = report["checkpoints"]
     cols = [m for m in METRIC_ORDER if any(m in v for r in results for v in r["metrics"].values())]
     lines = [f"FID/KID not computed: {report['fid_missing']}", ""] if report.get("fid_missing") else []
+    lines += [f"LPIPS not computed: {report['lpips_missing']}", ""] if report.get("lpips_missing") else []
     features = {r["features"] for r in results if r["features"]}
     if features:
         lines += [f"FID/KID features: {', '.join(sorted(features))}", ""]
