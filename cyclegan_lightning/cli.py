@@ -51,6 +51,7 @@ def run_command(command: str, work: Callable[[DictConfig], T], cfg: DictConfig) 
 
 def output_dir_for(ckpt_path: str | Path, kind: str) -> Path:
     """``<run>/<kind>/<checkpoint name>/`` for a run's checkpoint (``<run>/checkpoints/x.ckpt``), else
-    ``./<kind>/<checkpoint name>/``: reports of each checkpoint stay apart and beside their run."""
+    ``./<kind>/<checkpoint name>/``: reports of each checkpoint stay apart and beside their run.
+    ``pretrained:<name>`` gives ``./<kind>/pretrained-<name>/`` (no ``:`` in a folder name)."""
     run = RunLayout.of_checkpoint(ckpt_path)
-    return (run.root if run else Path(".")) / kind / Path(ckpt_path).stem
+    return (run.root if run else Path(".")) / kind / Path(str(ckpt_path).replace(":", "-")).stem

@@ -82,3 +82,11 @@ def test_leaderboard_ranks_two_runs_without_inception_weights(tiny_runs, tmp_pat
 
     insist = command("leaderboard", f"runs=[{sweep}]", f"output_dir={tmp_path}", "fid.enabled=true", env=env)
     assert insist.returncode == 2 and "Traceback" not in insist.stdout and "CYCLEGAN_OFFLINE=1" in insist.stdout
+
+
+def test_reports_of_a_checkpoint_go_beside_its_run_and_a_pretrained_name_makes_a_plain_folder(tmp_path):
+    from cyclegan_lightning.cli import output_dir_for
+
+    assert output_dir_for(tmp_path / "run" / "checkpoints" / "last.ckpt", "eval") == tmp_path / "run" / "eval" / "last"
+    assert output_dir_for("latest_net_G_A.pth", "export") == Path("export") / "latest_net_G_A"
+    assert output_dir_for("pretrained:horse2zebra", "export") == Path("export") / "pretrained-horse2zebra"
