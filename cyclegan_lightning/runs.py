@@ -105,6 +105,19 @@ def checkpoint_epoch(path: str | Path) -> int | None:
     return int(epoch) + 1 if isinstance(epoch, int) else None
 
 
+def checkpoint_epochs(run: Path) -> dict[str, int]:
+    """``{"best" | "last": epoch (1-based)}`` for the checkpoints the run has and whose epoch is known."""
+    out = {}
+    for which in ("best", "last"):
+        try:
+            epoch = checkpoint_epoch(pick_checkpoint(run, which))
+        except DataError:  # the run has no such checkpoint
+            continue
+        if epoch is not None:
+            out[which] = epoch
+    return out
+
+
 def read_metrics_by_epoch(run: Path, prefix: str = "") -> dict[int, dict[str, float]]:
     """``{epoch (1-based): {metric: value}}`` of the metrics named ``prefix...`` in the run's ``csv/metrics.csv``
     (the last value of each epoch)."""

@@ -13,7 +13,7 @@ from cyclegan_lightning.errors import CycleGANError
 from cyclegan_lightning.evaluation.evaluate import evaluate
 from cyclegan_lightning.evaluation.report import LOWER_IS_BETTER, METRIC_ORDER, fmt, write_text_atomic
 from cyclegan_lightning.runs import (
-    checkpoint_epoch,
+    checkpoint_epochs,
     data_folders,
     find_runs,
     pick_checkpoint,
@@ -39,15 +39,10 @@ def training_metrics(run: Path, quality_metric: str = "val/swd") -> dict[str, fl
     """Epochs (1-based) of the best and last checkpoints, and ``quality_metric`` logged at each, where known."""
     out: dict[str, float] = {}
     by_epoch = read_metric_by_epoch(run, quality_metric)
-    for which in ("best", "last"):
-        try:
-            epoch = checkpoint_epoch(pick_checkpoint(run, which))
-        except CycleGANError:
-            continue
-        if epoch is not None:
-            out[f"{which}_epoch"] = epoch
-            if epoch in by_epoch:
-                out[f"{quality_metric}@{which}"] = by_epoch[epoch]
+    for which, epoch in checkpoint_epochs(run).items():
+        out[f"{which}_epoch"] = epoch
+        if epoch in by_epoch:
+            out[f"{quality_metric}@{which}"] = by_epoch[epoch]
     return out
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cyclegan_lightning.checkpoints.generators import LoadedGenerators
-from cyclegan_lightning.errors import CycleGANError
-from cyclegan_lightning.runs import checkpoint_epoch, pick_checkpoint, read_metrics_by_epoch, run_of
+from cyclegan_lightning.runs import checkpoint_epochs, read_metrics_by_epoch, run_of
 
 SAMPLES_FILE = "samples.png"  # the run's samples/latest.png, beside the card
 RECIPE_KEYS = (  # the hyper-parameters the card lists (config.json keeps them all)
@@ -46,15 +45,7 @@ def metrics_at_checkpoints(run: Path) -> dict[str, dict]:
     """``{"best" | "last": {"epoch": e, "values": {val metric: value}}}`` from the run's csv, for the checkpoints it
     has."""
     by_epoch = read_metrics_by_epoch(run, "val/")
-    out = {}
-    for which in ("best", "last"):
-        try:
-            epoch = checkpoint_epoch(pick_checkpoint(run, which))
-        except CycleGANError:
-            continue
-        if epoch is not None:
-            out[which] = {"epoch": epoch, "values": by_epoch.get(epoch, {})}
-    return out
+    return {which: {"epoch": e, "values": by_epoch.get(e, {})} for which, e in checkpoint_epochs(run).items()}
 
 
 def run_record(loaded: LoadedGenerators) -> tuple[dict, dict[str, Path]]:
