@@ -1,27 +1,31 @@
-"""Ablation of the stabilisers and model families at an equal wall-clock budget, 2 seeds each, on two offline tasks.
+"""Ablation of model families and stabilisers at equal wall-clock budgets, several seeds, on offline tasks with
+ground truth (the demo's photos: daylight -> dusk, a colour grade; and -> cel shading, a texture change).
 
-    python bench/ablation.py --budget 00:00:04:00 --seeds 0 1                 # everything in VARIANTS x DATASETS
-    python bench/ablation.py --variants cyclegan,ema --datasets demo --seeds 0  # a subset
+    python bench/ablation.py --budgets 2 10 --seeds 0 1 --variants cyclegan,cut,fastcut --jobs 2   # the docs' table
+    python bench/ablation.py --budgets 4 --seeds 0 1                                                # every variant
 
-Each run is a plain ``python train.py experiment=demo <dataset> <variant> seed=<s> ++trainer.max_time=<budget>``
-(so whatever train.py does, the ablation does), one after another so no two runs share the CPU. The budget is
-Lightning's ``trainer.max_time``: every variant trains for the same wall time (its Timer counts the training loop
-with the in-fit validation and the identity-init steps), and stops earlier only if it reaches the experiment's
-``max_epochs`` first (the ``iterations`` column shows how far each got). Afterwards the leaderboard machinery
-(``cyclegan_lightning.evaluation.leaderboard``) evaluates every run's last checkpoint on the task's test set with
-its ground truth, and this script writes ``<out>/ablation.md``: per task and variant, the mean +- half the range
-over seeds of ``val/swd`` (the training-time quality metric at the last checkpoint; lower is better), paired PSNR
-of both directions against the ground truth (dB, higher is better), and seconds per training iteration (the
-Timer's training time over the batches done), with the exact command. Each task's full per-run leaderboard is
-``<out>/<task>/leaderboard.md``.
+**A budget is wall time on this machine, quiet, with all its cores, turned into a schedule.** First each variant
+is *calibrated*: one epoch of ``python train.py experiment=demo <variant>`` alone on the machine with every core,
+timed by Lightning's Timer (training loop, in-fit validation and the identity warm-up). A budget of B minutes is
+then ``round(B * 60 / seconds_per_epoch)`` epochs (at least 2), half at the full learning rate and half decaying
+linearly to 0 (the reference's schedule, scaled to the budget), so every run ends its schedule instead of being
+cut off mid-way, and a slower variant gets fewer iterations (the table says how many). The runs themselves may then
+share the machine (``--jobs 2``, one thread each): their length is fixed, so the load changes when they finish, not
+what they compute. Calibrations are kept in ``<out>/calibration.json`` with the CPU they were measured on, and
+reused while that CPU and the variant's overrides stay the same (``--recalibrate`` to redo them).
 
-Edit VARIANTS and DATASETS below to change what is compared; variants whose config is missing (``model=cut`` before
-the CUT branch is merged) fail their runs and show up as such in the table, the others are unaffected.
+Afterwards the leaderboard machinery evaluates every run's last checkpoint on the task's test set against its
+ground truth, and ``<out>/ablation.md`` gets one table per task and budget: per variant, the mean +- half the range
+over seeds of paired PSNR / SSIM (and LPIPS when its backbone is available: ``evaluation.lpips``) of A->B, paired
+PSNR of B->A where the task has it, ``val/swd`` at the last epoch (lower is better), epochs, iterations and seconds
+per iteration; and a first row for the untouched input (the identity baseline a translation must beat). Each
+task's per-run leaderboard is ``<out>/<budget>min/<task>/leaderboard.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -37,11 +41,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cyclegan_lightning.checkpoints.loading import safe_load  # noqa: E402
 from cyclegan_lightning.data.demo import build_demo_dataset  # noqa: E402
+from cyclegan_lightning.data.images import find_images, load_image  # noqa: E402
 from cyclegan_lightning.errors import CycleGANError  # noqa: E402
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, write_leaderboard  # noqa: E402
+from cyclegan_lightning.evaluation.lpips import lpips_metric  # noqa: E402
 from cyclegan_lightning.evaluation.report import write_text_atomic  # noqa: E402
 from cyclegan_lightning.hardware import describe_cpu  # noqa: E402
 from cyclegan_lightning.inference import Translator  # noqa: E402
+from cyclegan_lightning.metrics.paired import psnr, ssim  # noqa: E402
+from cyclegan_lightning.run_layout import RunLayout  # noqa: E402
+from cyclegan_lightning.runs import data_folders  # noqa: E402
 
 log = logging.getLogger("ablation")
 
@@ -58,27 +67,38 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("cut", ["model=cut"]),
     ("fastcut", ["model=fastcut"]),
 ]
-# task name -> demo.py task that builds it (each under <data-dir>/<folder>, with ground truth for paired PSNR)
-DATASETS: dict[str, str] = {"demo": "dusk", "gray2colour": "gray2colour"}
-COLUMNS = (  # (header, metric key of a leaderboard entry or of our own timing)
-    ("val/swd", "val/swd@last"),
+# task name -> demo.py task that builds it (each under <data-dir>/<folder>, with the ground truth of A->B)
+DATASETS: dict[str, str] = {"dusk": "dusk", "cel": "cel", "gray2colour": "gray2colour"}
+COLUMNS = (  # (header, metric key of a leaderboard entry, of the identity baseline or of our own timing)
     ("PSNR A->B (dB)", "a2b/paired_psnr"),
+    ("SSIM A->B", "a2b/paired_ssim"),
+    ("LPIPS A->B", "a2b/paired_lpips"),
     ("PSNR B->A (dB)", "b2a/paired_psnr"),
-    ("s/iteration", "s_per_it"),
+    ("val/swd", "val/swd@last"),
+    ("epochs", "epochs"),
     ("iterations", "iterations"),
+    ("s/iteration", "s_per_it"),
 )
+CALIBRATION_EPOCHS = 2  # the second epoch's time is the marginal cost of an epoch; the rest is start-up
+NEVER = "00:12:00:00"  # a trainer.max_time no run reaches: it only makes Lightning keep its Timer, which we read
 
 
 def dataset_root(data_dir: Path, task: str) -> Path:
     return data_dir / ("demo" if task == "dusk" else f"demo_{task}")
 
 
-def run_dir(out: Path, dataset: str, variant: str, seed: int) -> Path:
-    return out / dataset / re.sub(r"[^A-Za-z0-9_.-]", "_", variant) / f"seed{seed}"
+def run_dir(out: Path, budget: float, dataset: str, variant: str, seed: int) -> Path:
+    return out / f"{budget:g}min" / dataset / re.sub(r"[^A-Za-z0-9_.-]", "_", variant) / f"seed{seed}"
 
 
-def train_command(data: Path, variant: list[str], seed: int, budget: str, run: Path, extra: list[str]) -> list[str]:
-    """The train.py command of one run (``experiment=demo`` on ``data``, the variant's overrides, the budget)."""
+def schedule(epochs: int) -> list[str]:
+    """``epochs`` as the reference's schedule: the first half at the full learning rate, the rest decaying to 0."""
+    constant = (epochs + 1) // 2
+    return [f"model.n_epochs={constant}", f"model.n_epochs_decay={epochs - constant}"]
+
+
+def train_command(data: Path, variant: list[str], seed: int, epochs: int, run: Path, extra: list[str]) -> list[str]:
+    """The train.py command of one run (``experiment=demo`` on ``data``, the variant's overrides, the schedule)."""
     return [
         "train.py",
         "experiment=demo",
@@ -86,7 +106,8 @@ def train_command(data: Path, variant: list[str], seed: int, budget: str, run: P
         "data.build_demo=false",
         *variant,
         f"seed={seed}",
-        f"++trainer.max_time={budget}",
+        *schedule(epochs),
+        f"++trainer.max_time={NEVER}",
         "trainer.enable_progress_bar=false",
         *extra,
         f"hydra.run.dir={run}",
@@ -94,21 +115,22 @@ def train_command(data: Path, variant: list[str], seed: int, budget: str, run: P
 
 
 def timing(run: Path) -> dict[str, float]:
-    """Iterations done and seconds per iteration, from the last checkpoint's Timer and loop progress."""
+    """Epochs and iterations done, seconds of training per iteration (Lightning's Timer, from the last checkpoint)."""
     try:
-        ckpt = safe_load(run / "checkpoints" / "last.ckpt")
+        ckpt = safe_load(RunLayout(run).last)
     except CycleGANError:
         return {}
     seconds = next((v["time_elapsed"]["train"] for k, v in ckpt.get("callbacks", {}).items() if k == "Timer"), None)
     batches = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"]
     # (with several epochs, "total" counts all of them; global_step would count optimizer steps: 2-3 per batch)
-    out = {"iterations": float(batches)}
+    out = {"iterations": float(batches), "epochs": float(ckpt["epoch"] + 1)}
     if seconds and batches:
         out["s_per_it"] = seconds / batches
+        out["seconds"] = seconds
     return out
 
 
-def train_one(label: str, cmd: list[str], run: Path, threads: int) -> None:
+def train_one(label: str, cmd: list[str], run: Path, threads: int) -> bool:
     """One ``train.py`` run with ``threads`` intra-op threads; a failure is logged with its output kept."""
     log.info("%s: %s", label, shlex.join(["python", *cmd]))
     start = time.perf_counter()
@@ -118,8 +140,73 @@ def train_one(label: str, cmd: list[str], run: Path, threads: int) -> None:
         run.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run / "ablation_error.log", proc.stdout[-5000:] + proc.stderr[-20000:])
         log.warning("%s failed (exit %d): see %s", label, proc.returncode, run / "ablation_error.log")
-    else:
-        log.info("%s: %.0f s", label, time.perf_counter() - start)
+        return False
+    log.info("%s: %.0f s", label, time.perf_counter() - start)
+    return True
+
+
+def calibrate(name: str, overrides: list[str], data: Path, out: Path, extra: list[str]) -> dict:
+    """Seconds per epoch (the marginal cost, from the gap between the two epochs' sample grids) and the start-up
+    (identity warm-up, workers, sanity check) of ``name``, trained alone with every core."""
+    run = out / "calibration" / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    cmd = train_command(data, overrides, 0, CALIBRATION_EPOCHS, run, extra)
+    load = os.getloadavg()[0]
+    if not train_one(f"calibrate {name}", cmd, run, threads=os.cpu_count() or 1):
+        raise SystemExit(f"calibration of {name} failed: see {run / 'ablation_error.log'}")
+    grids = sorted(RunLayout(run).samples.glob("epoch_*.png"))
+    total = timing(run).get("seconds")
+    if len(grids) < CALIBRATION_EPOCHS or total is None:
+        raise SystemExit(f"calibration of {name}: no epoch grids or Timer in {run}")
+    per_epoch = grids[-1].stat().st_mtime - grids[-2].stat().st_mtime
+    return {
+        "overrides": overrides + extra,
+        "seconds_per_epoch": per_epoch,
+        "startup_seconds": max(0.0, total - CALIBRATION_EPOCHS * per_epoch),
+        "cpu": describe_cpu(),
+        "threads": os.cpu_count(),
+        "load_at_start": round(load, 2),
+    }
+
+
+def epochs_for(budget_min: float, cal: dict) -> int:
+    """Epochs of a variant that fit ``budget_min`` minutes (start-up included) by its calibration; at least 2."""
+    return max(2, round((budget_min * 60 - cal["startup_seconds"]) / cal["seconds_per_epoch"]))
+
+
+def calibrations(chosen, data: Path, out: Path, extra: list[str], redo: bool) -> dict[str, dict]:
+    """Every chosen variant's calibration: kept ones reused while CPU and overrides match, the others measured."""
+    path = out / "calibration.json"
+    kept = json.loads(path.read_text()) if path.is_file() and not redo else {}
+    for name, overrides in chosen:
+        cal = kept.get(name)
+        if cal is None or cal["cpu"] != describe_cpu() or cal["overrides"] != overrides + extra:
+            kept[name] = calibrate(name, overrides, data, out, extra)
+            write_text_atomic(path, json.dumps(kept, indent=2))
+        log.info(
+            "%s: %.1f s per epoch, %.1f s start-up",
+            name,
+            kept[name]["seconds_per_epoch"],
+            kept[name]["startup_seconds"],
+        )
+    return kept
+
+
+def identity_baseline(data: Path, perceptual) -> dict[str, float]:
+    """Paired scores of the untouched input: the floor a translation has to beat."""
+    folders = data_folders(data)
+    out = {}
+    for direction, src, truth in (("a2b", "test_a", "paired_b"), ("b2a", "test_b", "paired_a")):
+        if not folders[truth]:
+            continue
+        pairs = [
+            (load_image(f, 3).image, load_image(Path(folders[truth]) / f.name, 3).image)
+            for f in find_images(folders[src])
+        ]
+        out[f"{direction}/paired_psnr"] = statistics.fmean(psnr(x, t) for x, t in pairs)
+        out[f"{direction}/paired_ssim"] = statistics.fmean(ssim(x, t) for x, t in pairs)
+        if perceptual is not None:
+            out[f"{direction}/paired_lpips"] = statistics.fmean(float(perceptual(x, t)) for x, t in pairs)
+    return out
 
 
 def mean_spread(values: list[float], digits: int | None = None) -> str:
@@ -132,30 +219,66 @@ def mean_spread(values: list[float], digits: int | None = None) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {half_range:.{digits}f}"
 
 
-def summarise(results: dict[str, dict[str, list[dict]]], seeds: list[int]) -> list[str]:
-    """One Markdown table per task: a row per variant, mean ± half the range over seeds, failed runs counted."""
-    lines = []
-    for dataset, variants in results.items():
-        lines += [f"### {dataset}", "", "| variant | runs | " + " | ".join(h for h, _ in COLUMNS) + " |"]
-        lines.append("|---" * (len(COLUMNS) + 2) + "|")
-        for variant, runs in variants.items():
-            ok = [r for r in runs if not r.get("error")]
-            cells = [mean_spread([r[k] for r in ok if k in r], 0 if k == "iterations" else None) for _, k in COLUMNS]
-            failed = f" ({len(runs) - len(ok)} failed: {runs[-1]['error'][:80]})" if len(ok) < len(runs) else ""
-            lines.append(f"| {variant} | {len(ok)}/{len(seeds)}{failed} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return lines
+def table(rows: dict[str, list[dict]], baseline: dict[str, float], seeds: list[int]) -> list[str]:
+    """One Markdown table: the identity baseline, then a row per variant (mean ± half the range over seeds)."""
+    columns = [(h, k) for h, k in COLUMNS if k in baseline or any(k in r for runs in rows.values() for r in runs)]
+    lines = ["| variant | runs | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    lines.append(
+        "| *input unchanged* | - | "
+        + " | ".join(mean_spread([baseline[k]]) if k in baseline else "" for _, k in columns)
+        + " |"
+    )
+    for variant, runs in rows.items():
+        ok = [r for r in runs if not r.get("error")]
+        cells = [
+            mean_spread([r[k] for r in ok if k in r], 0 if k in ("iterations", "epochs") else None) for _, k in columns
+        ]
+        failed = f" ({len(runs) - len(ok)} failed: {runs[-1]['error'][:80]})" if len(ok) < len(runs) else ""
+        lines.append(f"| {variant} | {len(ok)}/{len(seeds)}{failed} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def evaluate_runs(runs: list[tuple[str, Path]], data: Path, out: Path, perceptual) -> dict[str, list[dict]]:
+    """The leaderboard of the finished runs (their last checkpoints on ``data``'s test set), rows by variant."""
+    finished = [r for _, r in runs if RunLayout(r).last.is_file()]
+    entries, key = (
+        build_leaderboard(
+            finished,
+            lambda ckpt: Translator.from_checkpoint(ckpt, device="cpu"),
+            checkpoint="last",
+            data_root=str(data),
+            rank_by="val/swd@last",
+            progress=False,
+            perceptual=perceptual,
+        )
+        if finished
+        else ([], "")
+    )
+    if entries:
+        write_leaderboard(entries, key, out)
+    by_run = {e.run_dir.resolve(): e for e in entries}
+    rows: dict[str, list[dict]] = {}
+    for name, run in runs:
+        entry = by_run.get(run.resolve())
+        if entry is None or entry.error:
+            row = {"error": entry.error if entry else "train.py failed (see ablation_error.log)"}
+        else:
+            row = dict(entry.metrics) | timing(run)
+        rows.setdefault(name, []).append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", default="00:00:04:00", help="trainer.max_time of every run (DD:HH:MM:SS)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[4.0], help="minutes of wall time per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--variants", default="all", help="comma-separated names from VARIANTS, or all")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=["dusk", "cel"], choices=list(DATASETS))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablation")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the offline datasets are built")
     parser.add_argument("--skip-done", action="store_true", help="keep runs that already have a last.ckpt")
+    parser.add_argument("--recalibrate", action="store_true", help="measure every variant's epoch time again")
+    parser.add_argument("--calibrate-only", action="store_true", help="stop after the calibrations (quiet machine)")
     parser.add_argument("--override", action="append", default=[], help="extra train.py override for every run")
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs at a time, each with cores/jobs threads (OMP_NUM_THREADS)"
@@ -170,66 +293,63 @@ def main(argv: list[str] | None = None) -> Path:
     command = "python bench/ablation.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    datasets = {d: build_demo_dataset(dataset_root(data_dir, DATASETS[d]), task=DATASETS[d]) for d in args.datasets}
+    cal = calibrations(chosen, next(iter(datasets.values())), out, args.override, args.recalibrate)
+    if args.calibrate_only:
+        return out / "calibration.json"
+    perceptual, why_not = lpips_metric("auto")
+    if perceptual is None:
+        log.warning("no LPIPS column: %s", why_not)
 
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     load = os.getloadavg()[0]
-    results: dict[str, dict[str, list[dict]]] = {}
-    for dataset in args.datasets:
-        data = build_demo_dataset(dataset_root(data_dir, DATASETS[dataset]), task=DATASETS[dataset])
-        runs, todo = [], []
-        for name, overrides in chosen:
-            for seed in args.seeds:
-                run = run_dir(out, dataset, name, seed)
-                cmd = train_command(data, overrides, seed, args.budget, run, args.override)
-                if args.skip_done and (run / "checkpoints" / "last.ckpt").is_file():
-                    log.info("[%s] %s seed %d: done already, kept", dataset, name, seed)
-                else:
-                    todo.append((f"[{dataset}] {name} seed {seed}", cmd, run))
-                runs.append((name, run))
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own train.py process
-            list(pool.map(lambda job: train_one(*job, threads=threads), todo))
-        finished = [r for _, r in runs if (r / "checkpoints" / "last.ckpt").is_file()]
-        entries, key = (
-            build_leaderboard(
-                finished,
-                lambda ckpt: Translator.from_checkpoint(ckpt, device="cpu"),
-                checkpoint="last",
-                data_root=str(data),
-                rank_by="val/swd@last",
-                progress=False,
-            )
-            if finished
-            else ([], "")
-        )
-        if entries:
-            write_leaderboard(entries, key, out / dataset)
-        by_run = {e.run_dir.resolve(): e for e in entries}
-        results[dataset] = {}
-        for name, run in runs:
-            entry = by_run.get(run.resolve())
-            if entry is None or entry.error:
-                row = {"error": entry.error if entry else "train.py failed (see ablation_error.log)"}
-            else:
-                row = dict(entry.metrics) | timing(run)
-            results[dataset].setdefault(name, []).append(row)
+    todo, planned = [], []  # every run of every budget first, so --jobs keeps the machine full throughout
+    for budget in args.budgets:
+        for dataset, data in datasets.items():
+            for name, overrides in chosen:
+                for seed in args.seeds:
+                    run = run_dir(out, budget, dataset, name, seed)
+                    cmd = train_command(data, overrides, seed, epochs_for(budget, cal[name]), run, args.override)
+                    planned.append((budget, dataset, name, run))
+                    if args.skip_done and RunLayout(run).last.is_file():
+                        log.info("[%gmin %s] %s seed %d: done already, kept", budget, dataset, name, seed)
+                    else:
+                        todo.append((f"[{budget:g}min {dataset}] {name} seed {seed}", cmd, run))
+    start = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is its own train.py process
+        list(pool.map(lambda job: train_one(*job, threads=threads), todo))
+    end = time.strftime("%H:%M UTC", time.gmtime())
 
-    header = [
+    lines = [
         "## Ablation",
         "",
-        f"Command: `{command}`",
-        f"Budget: `trainer.max_time={args.budget}` per run (equal wall time), {args.jobs} run(s) at a time with "
-        f"{threads} thread(s) each, seeds {args.seeds}; mean ± half the range over seeds.",
-        f"Machine: {describe_cpu()}; load when the runs started {load:.2f}.",
+        f"Command: `{command}` ({start} to {end})",
+        f"Machine: {describe_cpu()}; {os.cpu_count()} cores; load when the runs started {load:.2f}.",
+        f"Runs: {args.jobs} at a time with {threads} thread(s) each, seeds {args.seeds}; mean ± half the range over "
+        "seeds. Budgets as epochs from each variant's calibration (alone, every core; seconds per epoch / start-up):",
+        "",
+        *(
+            f"- {n}: {c['seconds_per_epoch']:.1f} s / {c['startup_seconds']:.1f} s (load {c['load_at_start']})"
+            for n, c in cal.items()
+            if n in {v[0] for v in chosen}
+        ),
         "",
         "Each run: `python "
-        + shlex.join(
-            train_command(Path("<data>"), ["<variant>"], 0, args.budget, Path("<run>"), args.override)
-        ).replace("seed=0", "seed=<seed>")
+        + shlex.join(train_command(Path("<data>"), ["<variant>"], 0, 2, Path("<run>"), args.override))
+        .replace("seed=0", "seed=<seed>")
+        .replace("model.n_epochs=1 model.n_epochs_decay=1", "<schedule of the budget>")
         + "`",
         "",
     ]
+    for budget in args.budgets:
+        for dataset, data in datasets.items():
+            runs = [(name, run) for b, d, name, run in planned if b == budget and d == dataset]
+            rows = evaluate_runs(runs, data, out / f"{budget:g}min" / dataset, perceptual)
+            lines += [f"### {dataset}, {budget:g} minutes", ""] + table(
+                rows, identity_baseline(data, perceptual), args.seeds
+            )
     report = out / "ablation.md"
-    write_text_atomic(report, "\n".join(header + summarise(results, args.seeds)))
+    write_text_atomic(report, "\n".join(lines))
     print(report.read_text())
     return report
 

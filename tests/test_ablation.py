@@ -1,12 +1,15 @@
-"""bench/ablation.py: runs every variant x seed through train.py at the given budget, evaluates them with the
-leaderboard and writes one table row per variant and task (2 tiny variants x 1 seed here)."""
+"""bench/ablation.py: calibrates each variant, turns each wall-clock budget into a full schedule, runs every
+variant x seed through train.py, evaluates them with the leaderboard and writes a table per task and budget."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = [  # seconds per run: a narrow demo network, 2 batches, no identity init, no workers
@@ -15,7 +18,6 @@ TINY_RUN = [  # seconds per run: a narrow demo network, 2 batches, no identity i
     "model.identity_init_steps=0",
     "++trainer.limit_train_batches=2",
     "++trainer.limit_val_batches=2",
-    "trainer.max_epochs=1",
     "data.num_workers=0",
     "data.persistent_workers=false",
 ]
@@ -37,22 +39,57 @@ def test_variant_list_is_known_and_plain():
         ablation.main(["--variants", "cyclegan,nonsense"])
 
 
-def test_two_tiny_variants_give_a_table_row_each(tmp_path, monkeypatch):
-    """Two train.py processes and their evaluation: 36 s on the 2-core machine at load 4."""
+def test_budget_becomes_a_full_schedule_that_fits_it():
+    ablation = load_ablation()
+    cal = {"seconds_per_epoch": 22.5, "startup_seconds": 7.0}
+    for minutes in (0.1, 2, 10, 60):
+        epochs = ablation.epochs_for(minutes, cal)
+        assert epochs >= 2
+        if epochs > 2:  # the schedule uses the budget to within half an epoch
+            assert abs(cal["startup_seconds"] + epochs * cal["seconds_per_epoch"] - minutes * 60) <= 22.5 / 2
+        constant, decay = (int(o.split("=")[1]) for o in ablation.schedule(epochs))
+        assert constant + decay == epochs and 0 <= constant - decay <= 1  # the reference's halves
+
+
+def test_calibrated_budgets_give_a_table_row_each(tmp_path, monkeypatch):
+    """A calibration and two budgets of one tiny variant through train.py, their evaluation and the identity row."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("CYCLEGAN_ROOT", str(tmp_path))
+    monkeypatch.setenv("CYCLEGAN_OFFLINE", "1")  # no LPIPS backbone here: the column is left out
     ablation = load_ablation()
-    argv = ["--variants", "cyclegan,ema", "--seeds", "0", "--datasets", "demo", "--budget", "00:00:01:00"]
-    argv += ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data")]
+    out = tmp_path / "out"
+    argv = ["--variants", "cyclegan", "--seeds", "0", "--datasets", "dusk", "--budgets", "0.02", "0.06"]
+    argv += ["--out", str(out), "--data-dir", str(tmp_path / "data")]
     argv += [a for o in TINY_RUN for a in ("--override", o)]
     report = ablation.main(argv).read_text()
-    assert "python bench/ablation.py --variants cyclegan,ema" in report  # the exact command
-    rows = [line for line in report.splitlines() if line.startswith("| cyclegan ") or line.startswith("| ema ")]
-    assert len(rows) == 2
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1] == "1/1"  # the run finished
-        swd, psnr_ab, psnr_ba, s_per_it, iterations = (float(c) for c in cells[2:])
-        assert swd > 0 and 5 < psnr_ab < 60 and 5 < psnr_ba < 60 and s_per_it > 0 and iterations == 2
-    assert (tmp_path / "out" / "demo" / "leaderboard.md").is_file()
-    assert (tmp_path / "out" / "demo" / "ema" / "seed0" / "checkpoints" / "last.ckpt").is_file()
+    assert "python bench/ablation.py --variants cyclegan" in report  # the exact command
+    cal = json.loads((out / "calibration.json").read_text())["cyclegan"]
+    assert cal["seconds_per_epoch"] > 0 and cal["overrides"] == TINY_RUN
+    for budget in (0.02, 0.06):
+        section = report.split(f"### dusk, {budget:g} minutes")[1].split("###")[0]
+        header = [c.strip() for c in section.strip().splitlines()[0].strip("|").split("|")]
+        rows = {r.split("|")[1].strip(): r for r in section.splitlines() if r.startswith("| ")}
+        cells = dict(zip(header, (c.strip() for c in rows["cyclegan"].strip("|").split("|"))))
+        assert cells["runs"] == "1/1"
+        assert int(cells["epochs"]) == ablation.epochs_for(budget, cal)  # the budget's schedule was run in full
+        assert int(cells["iterations"]) == 2 * int(cells["epochs"])
+        assert 5 < float(cells["PSNR A->B (dB)"]) < 60 and float(cells["val/swd"]) > 0
+        identity = dict(zip(header, (c.strip() for c in rows["*input unchanged*"].strip("|").split("|"))))
+        assert float(identity["PSNR A->B (dB)"]) == pytest.approx(identity_psnr(tmp_path / "data" / "demo"), abs=0.01)
+        assert (out / f"{budget:g}min" / "dusk" / "leaderboard.md").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept calibration and --skip-done runs must not train again")
+
+    monkeypatch.setattr(ablation, "train_one", no_training)
+    assert ablation.main(argv + ["--skip-done"]).read_text().count("| cyclegan | 1/1") == 2
+
+
+def identity_psnr(root: Path) -> float:
+    """Mean PSNR (dB) of the untouched test A images against their A->B truth, computed here with numpy."""
+    values = []
+    for source in sorted((root / "testA").glob("*.png")):
+        x = np.asarray(Image.open(source).convert("RGB"), dtype=np.float64) / 255
+        t = np.asarray(Image.open(root / "truthB" / source.name).convert("RGB"), dtype=np.float64) / 255
+        values.append(10 * np.log10(1 / np.mean((x - t) ** 2)))
+    return float(np.mean(values))
