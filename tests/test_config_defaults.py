@@ -5,11 +5,13 @@ the two drift apart, when a YAML key is not an argument (a typo), or when an arg
 from __future__ import annotations
 
 import inspect
+import shutil
 from pathlib import Path
 
 import hydra
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 META = {"_target_", "_recursive_", "_convert_", "_partial_", "defaults"}
@@ -69,9 +71,23 @@ def compare(node: dict, target, deliberate: set[str], where: str, complete: bool
     return problems
 
 
+def composed(file: str, conf: Path = CONF) -> dict:
+    """The file over the configs its defaults list merges into its own package (``group@_here_: option``, as the
+    model families take ``shared/training.yaml``), as Hydra composes them."""
+    node = OmegaConf.load(conf / file)
+    merged = OmegaConf.create()
+    for entry in node.get("defaults", []):
+        if isinstance(entry, DictConfig):
+            ((key, option),) = entry.items()
+            if key.endswith("@_here_"):
+                group = conf / Path(file).parent / key.removesuffix("@_here_")
+                merged = OmegaConf.merge(merged, OmegaConf.load(group / f"{option}.yaml"))
+    return OmegaConf.to_container(OmegaConf.merge(merged, node))
+
+
 @pytest.mark.parametrize(("file", "target", "deliberate"), FILES, ids=[f for f, _, _ in FILES])
 def test_group_yaml_repeats_the_signature_defaults(file, target, deliberate):
-    node = OmegaConf.to_container(OmegaConf.load(CONF / file))
+    node = composed(file)
     problems = compare(node, target or node["_target_"], deliberate, file, complete=True)
     assert not problems, "\n".join(problems)
 
@@ -90,6 +106,29 @@ def test_the_check_catches_a_drifted_default():
     node = {"_target_": "cyclegan_lightning.models.CycleGAN", "lambda_cycle": 5.0, "lamda_gp": 1.0}
     problems = compare(node, node["_target_"], set(), "x.yaml", complete=False)
     assert any("lambda_cycle=5.0" in p for p in problems) and any("lamda_gp is not an argument" in p for p in problems)
+
+
+def test_a_shared_knob_has_one_home_that_reaches_every_model_family(tmp_path):
+    """The knobs CycleGAN and CUT share live in conf/model/shared/training.yaml only: a value changed there reaches
+    both composed models (and fastcut), and no family file restates a shared knob except to differ from it."""
+    shared = OmegaConf.load(CONF / "model/shared/training.yaml")
+    for family in ("cyclegan", "cut"):
+        own = OmegaConf.load(CONF / f"model/{family}.yaml")
+        restated = [k for k in shared if k in own and own[k] == shared[k]]
+        assert not restated, f"model/{family}.yaml repeats {restated}: they belong to shared/training.yaml only"
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    edited = (
+        (conf / "model/shared/training.yaml")
+        .read_text()
+        .replace("accumulate_grad_batches: 1", "accumulate_grad_batches: 7")
+    )
+    (conf / "model/shared/training.yaml").write_text(edited)
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        for model in ("cyclegan", "cut", "fastcut"):
+            cfg = compose("train", overrides=[f"model={model}"])
+            assert cfg.model.accumulate_grad_batches == 7, model
+            assert cfg.model.lr == shared.lr and cfg.model.betas == shared.betas, model
 
 
 def test_model_families_share_the_defaults_of_their_shared_arguments():

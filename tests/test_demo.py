@@ -179,6 +179,8 @@ def tiny_cfg(root: Path, run: Path, *extra: str):
 def test_identity_init_makes_both_generators_copy_their_input(demo_root, tmp_path):
     import hydra
 
+    from cyclegan_lightning.training.identity_warmup import IdentityWarmup
+
     cfg = tiny_cfg(demo_root, tmp_path / "run", "model.identity_init_steps=40")
     model = hydra.utils.instantiate(cfg.model)
     trainer = trainer_on(demo_root, ckpt_path=None)
@@ -191,11 +193,12 @@ def test_identity_init_makes_both_generators_copy_their_input(demo_root, tmp_pat
         ]
 
     before = error()
+    warmup = IdentityWarmup()  # what run_training adds to every fit
     trainer.ckpt_path = "resumed.ckpt"  # a resumed run keeps its trained generators
-    model.on_fit_start()
+    warmup.on_fit_start(trainer, model)
     assert error() == before
     trainer.ckpt_path = None
-    model.on_fit_start()
+    warmup.on_fit_start(trainer, model)
     after = error()
     assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
 
@@ -216,6 +219,7 @@ def test_a_demo_run_logs_paired_metrics_and_draws_its_curves(demo_root, tmp_path
     for key in ("val/paired_psnr_a2b", "val/paired_ssim_b2a", "val/paired_psnr_identity_a2b"):
         assert key in metrics
     assert "paired metrics against ground truth after epoch 2: A->B PSNR" in caplog.text
+    assert "generators trained to copy their input for 3 steps" in caplog.text  # run_training's IdentityWarmup
     with open(run / "csv" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val/paired_psnr_b2a")]
     assert len(rows) == 2  # one per epoch

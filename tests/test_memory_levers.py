@@ -208,3 +208,26 @@ def test_ddp_accumulation_syncs_only_on_stepping_batches(tmp_path: Path):
     assert [r["per_batch"] for r in ranks] == [[0, 2], [0, 2]]
     assert [r["global_step"] for r in ranks] == [2, 2]
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+@pytest.mark.parametrize("family", ["cyclegan", "cut"])
+def test_ada_counts_a_whole_window_at_each_discriminator_step(family, monkeypatch):
+    """The stabilisers' hook follows each optimizer step of a phase: under k=2, ADA takes one step per window (not
+    per batch) and counts the window's images, in both model families (they used to differ)."""
+    from cyclegan_lightning.models import CUT
+    from cyclegan_lightning.models.augment import DiscriminatorAugment
+
+    counted: list[int] = []
+    step = DiscriminatorAugment.step
+    monkeypatch.setattr(DiscriminatorAugment, "step", lambda self, n, reduce=None: counted.append(n) or step(self, n))
+    ada = {"diffaugment": "color", "ada_target": 0.6, "ada_interval": 1}
+    for k, expected in ((1, [1, 1, 1, 1, 1]), (2, [2, 2, 1])):  # 5 batches of 1: the last window is short
+        counted.clear()
+        if family == "cut":
+            torch.manual_seed(0)
+            model = CUT(generator=RESNET, discriminator=DISC, nce_layers=[0, 4], num_patches=4, projection_dim=8,
+                        accumulate_grad_batches=k, **ada)  # fmt: skip
+        else:
+            model = model_from(accumulate_grad_batches=k, **ada)
+        train(model, n=5, batch_size=1)
+        assert counted == expected

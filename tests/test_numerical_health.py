@@ -10,7 +10,7 @@ import torch
 from probes import bare_trainer
 
 from cyclegan_lightning.errors import ConfigError, NumericalError
-from cyclegan_lightning.models import base as module_mod
+from cyclegan_lightning.models import phases
 from cyclegan_lightning.models.cyclegan import CycleGAN
 from cyclegan_lightning.training.run import run_training
 
@@ -76,7 +76,7 @@ def test_skip_policy_skips_only_the_bad_step_and_finishes(train_cfg, monkeypatch
 
 
 def test_skip_policy_still_stops_when_every_step_is_bad(train_cfg, monkeypatch):
-    monkeypatch.setattr(module_mod, "MAX_CONSECUTIVE_NONFINITE", 2)
+    monkeypatch.setattr(phases, "MAX_CONSECUTIVE_NONFINITE", 2)
     hits = poison(monkeypatch, "g", "gan_a2b", lambda m, b: True)
     with pytest.raises(NumericalError, match=r"\(3 bad batches in a row\): train/g/gan_a2b=nan"):
         run_training(train_cfg("trainer.max_epochs=2", "model.nonfinite_policy=skip"))

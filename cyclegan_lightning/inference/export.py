@@ -19,6 +19,7 @@ from torch import nn
 from cyclegan_lightning.checkpoints.generators import LoadedGenerators, load_generators
 from cyclegan_lightning.checkpoints.pretrained_folder import is_pretrained_folder, write_pretrained_folder
 from cyclegan_lightning.errors import ConfigError, CycleGANError
+from cyclegan_lightning.image_range import from_unit
 from cyclegan_lightning.networks.padding import min_side, pad_to_multiple, size_multiple
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ class ExportError(CycleGANError):
 
 
 class PaddedGenerator(nn.Module):
-    """A generator plus the Translator's padding (``tiling.pad_to_multiple``) and the crop back: any input size in,
-    same size out, down to 1x1. Exported as one graph; the ``onnxruntime`` backend runs exactly this."""
+    """A generator plus the Translator's padding (``networks.padding.pad_to_multiple``) and the crop back: any input
+    size in, same size out, down to 1x1. Exported as one graph; the ``onnxruntime`` backend runs exactly this."""
 
     def __init__(self, generator: nn.Module):
         super().__init__()
@@ -112,7 +113,7 @@ def check_export(
     worst = 0.0
     gen = generator.eval()
     for h, w in sizes:
-        x = torch.rand(1, channels, h, w, generator=torch.Generator().manual_seed(h * 1000 + w)) * 2 - 1
+        x = from_unit(torch.rand(1, channels, h, w, generator=torch.Generator().manual_seed(h * 1000 + w)))
         got = _run_exported(fmt, path, x)
         want = translate_padded(gen, x)
         if got.shape != want.shape:
@@ -207,5 +208,5 @@ def check_pretrained(folder: Path, loaded: LoadedGenerators) -> None:
         gen = copy.deepcopy(gen).cpu().eval()  # the translator's may sit on a GPU; compare on the CPU
         m = size_multiple(gen)
         x = torch.rand(1, loaded.channels[direction[0]], 2 * m, 2 * m, generator=torch.Generator().manual_seed(0))
-        if not torch.equal(back.generators[direction](x * 2 - 1), gen(x * 2 - 1)):
+        if not torch.equal(back.generators[direction](from_unit(x)), gen(from_unit(x))):
             raise ExportError(f"{folder}: the {direction} generator loaded back differs from the exported one.")

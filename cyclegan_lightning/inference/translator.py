@@ -36,6 +36,7 @@ from cyclegan_lightning.checkpoints.pretrained_folder import download_pretrained
 from cyclegan_lightning.data.images import LoadedImage, load_image, loaded_from_pil, match_channels, to_pil
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
+from cyclegan_lightning.image_range import from_unit, to_unit
 from cyclegan_lightning.inference.export import PaddedGenerator, export_onnx, export_pretrained, onnx_session
 from cyclegan_lightning.inference.fastconv import accelerate
 from cyclegan_lightning.inference.tiling import measure_norm_stats, translate_tiled
@@ -266,7 +267,7 @@ class Translator:
             if x.shape[1] not in (1, 3):
                 raise ConfigError(f"the {direction} generator takes {want}-channel images, got {x.shape[1]} channels")
             x = match_channels(x, want)
-        return x.to(self.device, torch.float32) * 2 - 1
+        return from_unit(x.to(self.device, torch.float32))
 
     @torch.inference_mode()
     def translate_tensor(
@@ -299,7 +300,7 @@ class Translator:
                 )
             else:
                 out = self._runner(direction)(x_in)
-        out = ((out.float() + 1) / 2).clamp(0, 1).to(x.device)
+        out = to_unit(out).to(x.device)
         return out[0] if single else out
 
     @torch.inference_mode()

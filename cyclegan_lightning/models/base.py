@@ -3,40 +3,37 @@
 ``UnpairedTranslationModel`` is a ``LightningModule`` with manual optimization. A subclass builds its networks in
 ``__init__`` (with ``build_network``), names them in ``network_names``, keeps its generators as ``gen_a2b`` /
 ``gen_b2a`` (either may be absent: CUT translates one way), calls ``init_validation_metrics`` and writes
-``training_step`` and ``configure_optimizers`` (with ``adam`` and ``build_schedulers``). The base gives it:
+``training_step`` (its phases through ``optimize``) and ``configure_optimizers`` (with ``adam`` and
+``build_schedulers``). The base gives it:
 
 - ``forward(x, direction)`` on images of any size (``networks/padding.py``, the padding of prediction and export);
 - validation: ``val/swd`` per direction against real target images (the checkpoint monitor), ``val/cycle`` when
   both directions exist, and the health signals (``val/health/change_*``, ``diversity_*``);
-- the non-finite-loss policy, gradient accumulation under manual optimization (DDP ``no_sync``, AMP scale kept),
-  gradient clipping, per-epoch LR steps;
+- the training step's phases (``phases.py``: accumulation, DDP ``no_sync``, AMP loss scale, the non-finite policy,
+  clipping), ``discriminator_loss``, ``log_losses`` and per-epoch LR steps;
 - checkpoints: the format marker, the compatibility check, image pools per DDP rank, the model's own random
   generators (``random_generators``: CUT's patch positions), no NaN weights written, and ``load_from_checkpoint``
   with ``weights_only=True`` only;
-- training-step helpers: ``set_trainable`` (freeze a discriminator), ``log_losses`` (``train/g/*``, ``train/d/*``);
-- optional speed levers (``channels_last``, ``compile_generators``) and the identity warm-up;
-- the stabilisers' hooks (``models/stabilisers.py``: DiffAugment/ADA, R1, generator EMA; docs/stabilisers.md).
+- the stabilisers' hooks (``stabilisers.py``: DiffAugment/ADA, R1, generator EMA; docs/stabilisers.md) and the
+  speed levers (``speed_levers.py``).
 
 It reads these hyperparameters, which every subclass declares (``save_hyperparameters``): ``init_type``,
 ``init_gain``, ``lr``, ``betas``, ``lr_policy``, ``n_epochs``, ``n_epochs_decay``, ``lr_step_epochs``,
 ``lr_gamma``, ``adam_impl``, ``gradient_clip_val``, ``nonfinite_policy``, ``accumulate_grad_batches``,
-``channels_last``, ``compile_generators``, ``identity_init_steps``.
+``channels_last``, ``compile_generators``, ``gan_mode``, ``lambda_gp``. (``identity_init_steps`` is the model's
+setting too, but the warm-up is a run's: ``training/identity_warmup.py``.)
 Nothing here knows about runs (loggers, resume, random states): that is ``training/`` and ``checkpoints/``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import logging
 import pickle
 from collections.abc import Iterable
 from typing import Any
 
 import hydra
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
@@ -50,19 +47,17 @@ from cyclegan_lightning.metrics.health import DiversityRatio, discriminator_accu
 from cyclegan_lightning.metrics.swd import SlicedWassersteinDistance
 from cyclegan_lightning.models.image_pool import ImagePool
 from cyclegan_lightning.models.losses import gradient_penalty
+from cyclegan_lightning.models.phases import NONFINITE_POLICIES, PhasedOptimization
 from cyclegan_lightning.models.schedulers import build_scheduler
+from cyclegan_lightning.models.speed_levers import apply_speed_levers
 from cyclegan_lightning.models.stabilisers import StabiliserHooks
 from cyclegan_lightning.networks import init_weights
 from cyclegan_lightning.networks.padding import translate_padded
 
-log = logging.getLogger(__name__)
-
 ADAM_IMPLS = (None, "foreach", "fused")
-NONFINITE_POLICIES = ("stop", "skip")
-MAX_CONSECUTIVE_NONFINITE = 20  # nonfinite_policy=skip still stops after this many bad batches in a row
 
 
-class UnpairedTranslationModel(StabiliserHooks, LightningModule):
+class UnpairedTranslationModel(StabiliserHooks, PhasedOptimization, LightningModule):
     """Base of every model family (see the module docstring for the contract)."""
 
     network_names: tuple[str, ...] = ()  # attributes holding the networks whose weights a checkpoint must match
@@ -70,7 +65,6 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self._nonfinite_in_a_row = 0
 
     def check_common_hparams(self) -> None:
         """Refuse bad values of the shared hyperparameters with a one-line ``ConfigError``."""
@@ -179,11 +173,6 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             for opt in optimizers
         ]
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # runs after AMP unscaling, so the clip threshold applies to true gradients
-        if self.hparams.get("gradient_clip_val"):
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
-
     optimizer_names: tuple[str, ...] = ("g", "d")  # logged LRs: train/lr (the first), train/lr_<name> (the others)
 
     def on_train_epoch_end(self) -> None:
@@ -193,13 +182,6 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             scheduler.step()
 
     # ---- training-step helpers ------------------------------------------------------------------------------------
-    @staticmethod
-    def set_trainable(trainable: bool, *networks: nn.Module) -> None:
-        """Freeze (or unfreeze) ``networks``: gradients still flow through them to earlier networks."""
-        for net in networks:
-            for p in net.parameters():
-                p.requires_grad_(trainable)
-
     def log_losses(self, g_losses: dict[str, torch.Tensor], d_losses: dict[str, torch.Tensor], batch_size: int) -> None:
         """``train/g/*`` and ``train/d/*`` (epoch means), and the totals ``g`` / ``d`` on the progress bar; an empty
         dict (a skipped non-finite step) logs nothing, so one NaN never poisons the epoch means."""
@@ -209,10 +191,18 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
         bar = {name: losses["total"].detach() for name, losses in (("g", g_losses), ("d", d_losses)) if losses}
         self.log_dict(bar, prog_bar=True, logger=False, batch_size=batch_size)
 
-    def finish_discriminator_loss(self, name, disc, real, fake, pred_real, pred_fake, loss, losses) -> torch.Tensor:
-        """The tail every discriminator loss shares: its patch accuracies (``acc_real_<name>``, ``acc_fake_<name>``,
-        health signals, no grad) and, under ``wgangp``, the gradient penalty (``gp_<name>``, in fp32). Returns the
-        loss with the penalty added."""
+    def discriminator_loss(self, name: str, disc: nn.Module, real, fake, losses: dict, fake_first: bool = False):
+        """``losses[name]``: ``disc``'s loss, 0.5 * (real -> real, fake -> fake) on the detached ``fake``, with R1 and
+        ADA's signal (``regularise_discriminator``) and, under ``wgangp``, the gradient penalty (``gp_<name>``, in
+        fp32); also its patch accuracies (``acc_real_<name>``, ``acc_fake_<name>``: health signals, no grad).
+        ``fake_first`` judges the fakes first (the official CUT's order: DiffAugment draws in call order)."""
+        fake = fake.detach()
+        if fake_first:
+            pred_fake, pred_real = self.judge(disc, fake), self.judge(disc, real)
+        else:
+            pred_real, pred_fake = self.judge(disc, real), self.judge(disc, fake)
+        loss = 0.5 * (self.gan_loss(pred_real, True) + self.gan_loss(pred_fake, False))
+        loss = self.regularise_discriminator(name, disc, real, pred_real, loss, losses)
         for kind, pred, is_real in (("real", pred_real, True), ("fake", pred_fake, False)):
             acc = discriminator_accuracy(pred, is_real, self.hparams.gan_mode)
             if acc is not None:
@@ -221,80 +211,7 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
             with torch.autocast(self.device.type, enabled=False):  # second-order grads in fp32
                 losses[f"gp_{name}"] = gradient_penalty(disc, real.float(), fake.float())
             loss = loss + self.hparams.lambda_gp * losses[f"gp_{name}"]
-        return loss
-
-    # ---- gradient accumulation (model.accumulate_grad_batches) ----------------------------------------------------
-    def closes_accumulation_window(self, batch_idx: int) -> bool:
-        """True on every k-th batch of an epoch and on its last batch (a short last window still steps)."""
-        k = self.hparams.get("accumulate_grad_batches", 1)
-        if k == 1 or (batch_idx + 1) % k == 0:
-            return True
-        trainer = self._trainer
-        return trainer is not None and (trainer.is_last_batch or batch_idx + 1 == trainer.num_training_batches)
-
-    def backward_scaled(self, loss: torch.Tensor, stepping: bool) -> None:
-        """``manual_backward(loss / k)``; DDP all-reduces gradients only in the backward passes of a stepping batch
-        (``no_sync`` otherwise)."""
-        k = self.hparams.get("accumulate_grad_batches", 1)
-        trainer = self._trainer
-        sync = stepping or trainer is None or trainer.world_size == 1
-        with contextlib.nullcontext() if sync else trainer.strategy.block_backward_sync():
-            self.manual_backward(loss / k if k > 1 else loss)
-
-    @contextlib.contextmanager
-    def loss_scale_kept(self, *later_optimizers: torch.optim.Optimizer):
-        """Around an optimizer step under fp16 AMP: the step updates the shared GradScaler, so the gradients that
-        other optimizers hold at the old scale (accumulated over earlier batches, or from the same backward, as CUT's
-        G and F) are brought to the new one (a power of two, exact)."""
-        scaler = getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-        if scaler is None or not scaler.is_enabled():
-            yield
-            return
-        before = scaler.get_scale()
-        yield
-        after = scaler.get_scale()
-        if after != before:
-            for opt in later_optimizers:
-                for group in opt.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            p.grad.mul_(after / before)
-
-    # ---- numerical health -----------------------------------------------------------------------------------------
-    def losses_finite(self, losses: dict[str, torch.Tensor], group: str, batch_idx: int) -> bool:
-        """True if every loss is finite (one device sync); else stop (raise) or skip, per ``nonfinite_policy``.
-
-        All ranks reach the same decision, so under DDP no rank enters a backward the others skip.
-        """
-        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        bad = not bool(torch.isfinite(values).all())
-        trainer = self._trainer  # (the ``trainer`` property raises when detached)
-        if trainer is not None and trainer.world_size > 1:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
-            return True
-        detached = {k: v.detach() for k, v in losses.items()}  # (a float of a tensor with a graph warns)
-        named = ", ".join(f"train/{group}/{k}={float(v):g}" for k, v in detached.items() if not torch.isfinite(v).all())
-        where = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
-        self._nonfinite_in_a_row += 1
-        if (
-            self.hparams.get("nonfinite_policy", "stop") == "stop"
-            or self._nonfinite_in_a_row > MAX_CONSECUTIVE_NONFINITE
-        ):
-            in_a_row = f" ({self._nonfinite_in_a_row} bad batches in a row)" if self._nonfinite_in_a_row > 1 else ""
-            raise NumericalError(
-                f"non-finite loss at {where}{in_a_row}: {named or 'on another rank'}. Training stopped before "
-                "backward, so the weights were not updated with it and no checkpoint was written from it; the last "
-                "good checkpoint is checkpoints/last.ckpt. Lower model.lr, check the data, or set "
-                "model.nonfinite_policy=skip to skip such steps."
-            )
-        log.warning("skipping the %s step at %s: non-finite loss %s (model.nonfinite_policy=skip)", group, where, named)
-        self.log("train/nonfinite_skipped", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
-        return False
-
-    def batch_was_finite(self) -> None:
-        """Call once a whole batch stepped: the count of non-finite batches in a row starts again."""
-        self._nonfinite_in_a_row = 0
+        losses[name] = loss
 
     def _check_finite_weights(self) -> None:
         """Refuse to save NaN/Inf weights: a poisoned checkpoint must never replace a good one."""
@@ -305,56 +222,15 @@ class UnpairedTranslationModel(StabiliserHooks, LightningModule):
                     "checkpoint from it, so the earlier checkpoints stay as they were."
                 )
 
-    def log_skipped_images(self, batch: dict) -> None:
-        if "skipped" in batch:
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)  # the accumulation window (phases.py)
+        if "skipped" in batch:  # images the loader could not read (data/, the bad-image policy)
             skipped = batch["skipped"].float().sum()
             self.log("data/skipped_images", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
 
-    # ---- fit start: speed levers, identity warm-up ----------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """Speed levers that change how the networks run, not what they compute (see docs/performance.md)."""
-        if self.hparams.get("channels_last"):
-            self.to(memory_format=torch.channels_last)  # .to(device) later keeps the format
-        if self.hparams.get("compile_generators"):
-            for gen in self.generators.values():
-                gen.compile()  # in place: state-dict keys stay ``gen_a2b.model.*`` (not ``_orig_mod.*``)
-
-    def on_fit_start(self) -> None:
-        steps = self.hparams.get("identity_init_steps", 0)
-        if steps and self.trainer.ckpt_path is None:  # a resumed run has its trained generators already
-            self.init_generators_to_identity(steps)
-
-    def init_generators_to_identity(self, steps: int, batch_size: int = 4, lr: float = 1e-3) -> None:
-        """Train the generators alone to reproduce their input (L1) on training images, with a throwaway Adam.
-
-        Freshly initialised generators output noise, and the adversarial game wrecks the content before the cycle
-        loss teaches it to keep it (small data, short runs); starting from an identity map keeps the content from
-        the first step, so the run only has to learn the style. Opt-in (``identity_init_steps``), for demos and
-        small data; the reference starts from the random init.
-        """
-        data = getattr(self.trainer.datamodule, "train_set", None)
-        if data is None:
-            raise ConfigError("model.identity_init_steps needs a datamodule with a train_set (UnpairedDataModule)")
-        gens = self.generators
-        opt = torch.optim.Adam(itertools.chain(*(g.parameters() for g in gens.values())), lr=lr, betas=(0.5, 0.999))
-        pick = torch.Generator().manual_seed(0)
-        for _ in range(steps):
-            index = torch.randint(len(data), (batch_size,), generator=pick).tolist()
-            samples = [data[i] for i in index]
-            loss = 0.0
-            for direction, gen in gens.items():  # each generator on images of its output domain
-                real = torch.stack([s[ENDPOINTS[direction][1]] for s in samples]).to(self.device)
-                loss = loss + F.l1_loss(gen(real), real)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # ranks drew different crops: every rank starts from rank 0's result, as DDP starts from rank 0's weights
-            for gen in gens.values():
-                for tensor in itertools.chain(gen.parameters(), gen.buffers()):
-                    dist.broadcast(tensor.data, src=0)
-        final = float(loss.detach()) / len(gens)  # (a float of a tensor with a graph warns)
-        log.info("generators trained to copy their input for %d steps (L1 %.4f)", steps, final)
+        hp = self.hparams
+        apply_speed_levers(self, hp.get("channels_last", False), hp.get("compile_generators", False))
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     @property

@@ -155,14 +155,9 @@ class CUT(UnpairedTranslationModel):
         return losses
 
     def discriminator_losses(self, real_b, fake_b) -> dict[str, torch.Tensor]:
-        """0.5 * (fake B -> fake, real B -> real) [+ gradient penalty] on detached fakes, and the accuracies."""
-        fake_b = fake_b.detach()
-        pred_fake, pred_real = self.judge(self.disc_b, fake_b), self.judge(self.disc_b, real_b)  # official: fake first
-        losses = {"b": 0.5 * (self.gan_loss(pred_fake, False) + self.gan_loss(pred_real, True))}
-        loss = self.regularise_discriminator("b", self.disc_b, real_b, pred_real, losses["b"], losses)
-        losses["b"] = self.finish_discriminator_loss(
-            "b", self.disc_b, real_b, fake_b, pred_real, pred_fake, loss, losses
-        )
+        """disc_b on real vs detached fake B (``discriminator_loss``, fakes judged first as in the official code)."""
+        losses = {}
+        self.discriminator_loss("b", self.disc_b, real_b, fake_b, losses, fake_first=True)
         losses["total"] = losses["b"]
         return losses
 
@@ -179,37 +174,20 @@ class CUT(UnpairedTranslationModel):
         return fake[:n], (fake[n:] if with_b else None), flipped
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """The official ``optimize_parameters``: one generator pass; D phase on the detached fakes; G and F phase,
+        scored by the D just updated, frozen (``optimize``: accumulation, AMP, the non-finite policy, EMA/ADA)."""
         opt_g, opt_d, opt_f = self.optimizers()
-        stepping = self.closes_accumulation_window(batch_idx)
-        if batch_idx % self.hparams.get("accumulate_grad_batches", 1) == 0:  # a window opens (k=1: every batch)
-            for opt in (opt_g, opt_d, opt_f):
-                opt.zero_grad(set_to_none=True)
         real_a, real_b = batch["a"], batch["b"]
         fake_b, idt_b, flipped = self.translate_for_training(real_a, real_b)
 
-        d_losses = self.discriminator_losses(real_b, fake_b)  # D steps first, as in the official code
-        if not self.losses_finite(d_losses, "d", batch_idx):
-            return  # skip the whole batch: the generator's output is suspect too
-        self.backward_scaled(d_losses["total"], stepping)
-        if stepping:
-            with self.loss_scale_kept(opt_g, opt_f):
-                opt_d.step()
-            self.after_discriminator_step(real_b.shape[0])  # ADA
+        d_losses = self.discriminator_losses(real_b, fake_b)
+        if not self.optimize("d", d_losses, opt_d):
+            return  # non-finite, skipped: the generator's output is suspect too
 
-        self.set_trainable(False, self.disc_b)  # scored by the D just updated; gradients reach G, D is not updated
-        g_losses = self.generator_losses(real_a, real_b, fake_b, idt_b, flipped)
-        g_ok = self.losses_finite(g_losses, "g", batch_idx)
-        if g_ok:
-            self.backward_scaled(g_losses["total"], stepping)
-            if stepping:
-                with self.loss_scale_kept(opt_f):  # G and F share one backward: F's gradients keep G's scale
-                    opt_g.step()
-                opt_f.step()
-                self.after_generator_step()  # EMA
-            self.batch_was_finite()
-        self.set_trainable(True, self.disc_b)
-        self.log_losses(g_losses if g_ok else {}, d_losses, real_a.shape[0])
-        self.log_skipped_images(batch)
+        with self.frozen(self.disc_b):  # gradients flow through D to G and F, but D is not updated
+            g_losses = self.generator_losses(real_a, real_b, fake_b, idt_b, flipped)
+            g_ok = self.optimize("g", g_losses, opt_g, opt_f)
+        self.log_losses(g_losses if g_ok else {}, d_losses, real_a.shape[0])  # a NaN would poison the epoch means
 
     def configure_optimizers(self):
         optimizers = [self.adam(self.gen_a2b), self.adam(self.disc_b), self.adam(self.proj)]

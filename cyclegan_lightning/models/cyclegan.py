@@ -169,58 +169,32 @@ class CycleGAN(UnpairedTranslationModel):
         return losses
 
     def discriminator_losses(self, real_a, real_b, fake_a, fake_b) -> dict[str, torch.Tensor]:
-        """Each discriminator: 0.5 * (real -> 1, fake -> 0) [+ gradient penalty], on detached fakes; also the
-        fraction of its patch decisions that are right (``acc_real_*``, ``acc_fake_*``: health signals, no grad)."""
+        """Each discriminator on real vs detached fake images (``discriminator_loss``), and their sum ``total``."""
         losses = {}
-        for name, disc, real, fake in (("a", self.disc_a, real_a, fake_a), ("b", self.disc_b, real_b, fake_b)):
-            fake = fake.detach()
-            pred_real = self.judge(disc, real)
-            loss_real = self.gan_loss(pred_real, True)
-            pred_fake = self.judge(disc, fake)
-            loss = 0.5 * (loss_real + self.gan_loss(pred_fake, False))
-            loss = self.regularise_discriminator(name, disc, real, pred_real, loss, losses)  # ADA signal, R1
-            losses[name] = self.finish_discriminator_loss(name, disc, real, fake, pred_real, pred_fake, loss, losses)
+        self.discriminator_loss("a", self.disc_a, real_a, fake_a, losses)
+        self.discriminator_loss("b", self.disc_b, real_b, fake_b, losses)
         losses["total"] = losses["a"] + losses["b"]
         return losses
 
     # ---- training ------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """The reference's ``optimize_parameters``: forward both cycles; G phase with D frozen; D phase on pooled
+        fakes made before the G step (``optimize``: accumulation, AMP, the non-finite policy, EMA/ADA)."""
         opt_g, opt_d = self.optimizers()
-        stepping = self.closes_accumulation_window(batch_idx)
-        if batch_idx % self.hparams.get("accumulate_grad_batches", 1) == 0:  # a window opens (k=1: every batch);
-            opt_g.zero_grad(set_to_none=True)  # a non-finite batch leaves no stale gradients
-            opt_d.zero_grad(set_to_none=True)
         real_a, real_b = batch["a"], batch["b"]
-        fake_b = self.gen_a2b(real_a)
-        rec_a = self.gen_b2a(fake_b)
-        fake_a = self.gen_b2a(real_b)
-        rec_b = self.gen_a2b(fake_a)
+        fake_b = self.gen_a2b(real_a)  # G(A)
+        rec_a = self.gen_b2a(fake_b)  # F(G(A))
+        fake_a = self.gen_b2a(real_b)  # F(B)
+        rec_b = self.gen_a2b(fake_a)  # G(F(B))
 
-        self.set_trainable(False, self.disc_a, self.disc_b)  # gradients flow through D to G, but D is not updated
-        g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
-        if not self.losses_finite(g_losses, "g", batch_idx):  # checked before backward: weights stay clean
-            self.set_trainable(True, self.disc_a, self.disc_b)
-            return  # skip the whole batch: the fakes feeding the discriminators are suspect too
-        self.backward_scaled(g_losses["total"], stepping)
-        if stepping:
-            with self.loss_scale_kept(opt_d):
-                opt_g.step()
-            self.after_generator_step()  # EMA
-        self.set_trainable(True, self.disc_a, self.disc_b)
+        with self.frozen(self.disc_a, self.disc_b):  # gradients flow through D to G, but D is not updated
+            g_losses = self.generator_losses(real_a, real_b, fake_a, fake_b, rec_a, rec_b)
+            if not self.optimize("g", g_losses, opt_g):
+                return  # non-finite, skipped: the fakes feeding the discriminators are suspect too
 
         d_losses = self.discriminator_losses(real_a, real_b, self.pool_a.query(fake_a), self.pool_b.query(fake_b))
-        d_ok = self.losses_finite(d_losses, "d", batch_idx)
-        if d_ok:
-            self.backward_scaled(d_losses["total"], stepping)
-            if stepping:
-                opt_d.step()
-            self.after_discriminator_step(real_a.shape[0])  # ADA
-            self.batch_was_finite()
-        else:
-            d_losses = {}  # not logged: one NaN would poison the epoch means
-
-        self.log_losses(g_losses, d_losses, real_a.shape[0])
-        self.log_skipped_images(batch)
+        d_ok = self.optimize("d", d_losses, opt_d)
+        self.log_losses(g_losses, d_losses if d_ok else {}, real_a.shape[0])  # a NaN would poison the epoch means
 
     def configure_optimizers(self):
         heads = (self.proj_a2b, self.proj_b2a) if self.hparams.get("lambda_nce", 0) > 0 else ()

@@ -8,8 +8,8 @@ training math is untouched unless a flag is set (docs/stabilisers.md).
 ``UnpairedTranslationModel`` mixes this class in, so every model family has the hooks. A model declares the
 hyperparameters (``diffaugment``, ``ada_target``, ``ada_interval``, ``ada_kimg``, ``ema_decay``, ``lambda_r1``; any it
 leaves out stay off), calls ``init_stabilisers()`` once its generators exist, judges every discriminator input with
-``judge``, and calls ``regularise_discriminator``, ``after_generator_step`` and ``after_discriminator_step`` where
-their docstrings say. ``forward`` (in the base) uses ``averaged_generator``.
+``judge`` and calls ``regularise_discriminator`` in each discriminator loss; the phases of its training step
+(``phases.py``) call ``after_optimizer_step``. ``forward`` (in the base) uses ``averaged_generator``.
 """
 
 from __future__ import annotations
@@ -62,22 +62,21 @@ class StabiliserHooks:
             loss = loss + 0.5 * self.lambda_r1 * losses[f"r1_{name}"]
         return loss
 
-    def after_generator_step(self) -> None:
-        """After each generators' optimizer step: update the weight averages."""
-        if self.gen_ema is not None:
+    def after_optimizer_step(self, group: str, images: int) -> None:
+        """After each optimizer step of a phase (``phases.py``): the generators' (``g``) updates their weight
+        averages; the discriminators' (``d``) counts its ``images`` for ADA, which moves p every ``interval`` steps
+        and logs train/ada/{p,rt}."""
+        if group == "g" and self.gen_ema is not None:
             self.gen_ema.step(self.generators)
-
-    def after_discriminator_step(self, n_images: int) -> None:
-        """After each discriminators' step: ADA's every-``interval`` update of p, logged as train/ada/{p,rt}."""
-        if self.augment is None or not self.augment.adaptive:
+        if group != "d" or self.augment is None or not self.augment.adaptive:
             return
         trainer = getattr(self, "_trainer", None)
         reduce = None
         if trainer is not None and trainer.world_size > 1:
             reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
-        update = self.augment.step(n_images, reduce)
+        update = self.augment.step(images, reduce)
         if update is not None and trainer is not None:
-            self.log_dict({"train/ada/p": update["p"], "train/ada/rt": update["rt"]}, batch_size=n_images)
+            self.log_dict({"train/ada/p": update["p"], "train/ada/rt": update["rt"]}, batch_size=images)
 
     def averaged_generator(self, direction: str) -> nn.Module | None:
         """The EMA generator of ``direction`` outside training (validation, sample grids), else None."""
