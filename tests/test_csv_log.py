@@ -32,6 +32,7 @@ RUN = [
     "+callbacks.every_epoch.monitor=step",  # a state key of its own, beside last.ckpt's ModelCheckpoint
     "+callbacks.every_epoch.mode=max",
     "+callbacks.every_epoch.auto_insert_metric_name=false",
+    *("~callbacks.sample_grid", "~callbacks.plot_curves", "~callbacks.health_monitor"),  # log nothing to the CSV
 ]
 
 
