@@ -30,6 +30,7 @@ def _ddp_args(tmp: Path, name: str) -> list[str]:
         f"data.root={tmp / 'data'}",
         "trainer.max_epochs=1",
         "model.pool_size=2",
+        "trainer.log_every_n_steps=1",  # a CSV row per batch: the requeued run's log is compared row by row
         f"hydra.run.dir={tmp / name}",
         "+callbacks.probe._target_=probes.RankProbe",
         f"+callbacks.probe.out_dir={probe}",
@@ -217,3 +218,5 @@ def test_requeue_signal_to_one_slurm_task_stops_both_ranks_together_and_resumes_
         assert resumed["cluster"] == "SLURMEnvironment" and resumed["world_size"] == 2
         assert resumed["weights"] == straight["weights"]
         assert resumed["paths_a"] == straight["paths_a"][2:]  # it resumed: only batch 2 (2 images) was left
+    csv_log = "csv/metrics.csv"  # rank 0's log continued in the same folder: every row once, the same values
+    assert (ddp_run / name / csv_log).read_bytes() == (ddp_run / "run" / csv_log).read_bytes()

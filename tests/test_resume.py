@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -269,6 +270,8 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_eq
     assert len(trained) == 2  # it resumed: only the last batch (2 images) was left, not the whole run again
     _assert_same_training_state(reference, _load(run / "checkpoints" / "last.ckpt"))
     assert scontrol_calls.read_text().splitlines() == ["requeue 4242"]  # the finished job did not requeue
+    with open(run / "csv" / "metrics.csv", newline="") as f:  # the log continued: both parts' validations, once
+        assert [(r["epoch"], r["step"]) for r in csv.DictReader(f) if r["val/swd"]] == [("0", "1"), ("1", "3")]
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ What makes the continuation exact is saved by each owner: Lightning (weights, op
 counters, callbacks), the data module (its seed and the position in the epoch: the training data is a pure
 function of (seed, epoch, rank, sample index), whatever the number of workers, ``SeededSampler``), the model (its
 image pools, per DDP rank) and the ``RunState`` callback (every rank's random states, the W&B run id:
-``checkpoints/run_state.py``).
+``checkpoints/run_state.py``); ``ContinueCSVLog`` keeps the rows of ``csv/metrics.csv`` up to the checkpoint
+(``csv_log.py``).
 
 Sanity-check validation runs inside Lightning's ``isolate_rng``, so it does not disturb the restored states.
 End-of-epoch and mid-epoch checkpoints (SIGTERM; under SLURM a requeue signal, then ``scontrol requeue``) resume

@@ -18,6 +18,7 @@ from cyclegan_lightning.cli import is_multirun
 from cyclegan_lightning.errors import ConfigError
 from cyclegan_lightning.hardware import warn_if_emulated_bf16
 from cyclegan_lightning.training.callbacks import CheckpointOnSignal, DistinctRankSeeds
+from cyclegan_lightning.training.csv_log import ContinueCSVLog
 from cyclegan_lightning.training.identity_warmup import IdentityWarmup
 from cyclegan_lightning.training.resume import find_resume_checkpoint
 from cyclegan_lightning.training.run_lock import RunDirLock
@@ -114,6 +115,7 @@ def _fit(cfg: DictConfig) -> dict[str, float]:
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
     callbacks.append(RunState())  # every rank's random states and the W&B run id, in every checkpoint
     callbacks.append(IdentityWarmup())  # model.identity_init_steps (0: nothing)
+    callbacks.append(ContinueCSVLog())  # the CSV log's rows in every checkpoint; on resume its file continues
     if cfg.get("seed") is not None:
         callbacks.append(DistinctRankSeeds(cfg.seed))  # DDP: each rank its own network randomness
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
