@@ -45,6 +45,7 @@ from cyclegan_lightning.data.images import find_images, load_image  # noqa: E402
 from cyclegan_lightning.errors import CycleGANError  # noqa: E402
 from cyclegan_lightning.evaluation.leaderboard import build_leaderboard, write_leaderboard  # noqa: E402
 from cyclegan_lightning.evaluation.lpips import lpips_metric  # noqa: E402
+from cyclegan_lightning.evaluation.plotting import plot_comparison, read_metrics  # noqa: E402
 from cyclegan_lightning.evaluation.report import write_text_atomic  # noqa: E402
 from cyclegan_lightning.hardware import describe_cpu  # noqa: E402
 from cyclegan_lightning.inference import Translator  # noqa: E402
@@ -268,6 +269,35 @@ def evaluate_runs(runs: list[tuple[str, Path]], data: Path, out: Path, perceptua
     return rows
 
 
+def learning_curves(runs: list[tuple[str, Path]], cal: dict[str, dict], out_path: Path, title: str) -> Path | None:
+    """Validation PSNR A->B of every run against the minutes of its budget spent (epoch i ends at start-up + i x
+    seconds per epoch, by its variant's calibration): where each variant stands when its budget runs out, and
+    whether it was still improving. The dashed line is the untouched input on the same validation images."""
+    lines, baseline = {}, None
+    for name, run in runs:
+        csv_path = RunLayout(run).metrics_csv
+        if not csv_path.is_file():
+            continue
+        series = read_metrics(csv_path)
+        values = [v for _, v in series.get("val/paired_psnr_a2b", [])]
+        spent = [
+            (cal[name]["startup_seconds"] + (i + 1) * cal[name]["seconds_per_epoch"]) / 60 for i in range(len(values))
+        ]
+        lines[f"{name} {run.name.replace('seed', 'seed ')}"] = list(zip(spent, values))
+        identity = series.get("val/paired_psnr_identity_a2b")
+        baseline = identity[-1][1] if identity and baseline is None else baseline
+    if not any(lines.values()):
+        return None
+    return plot_comparison(
+        lines,
+        out_path,
+        title=title,
+        xlabel="minutes of the budget (calibrated)",
+        ylabel="val PSNR A->B (dB)",
+        baseline=baseline,
+    )
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[4.0], help="minutes of wall time per run")
@@ -345,9 +375,14 @@ def main(argv: list[str] | None = None) -> Path:
         for dataset, data in datasets.items():
             runs = [(name, run) for b, d, name, run in planned if b == budget and d == dataset]
             rows = evaluate_runs(runs, data, out / f"{budget:g}min" / dataset, perceptual)
+            curves = learning_curves(
+                runs, cal, out / f"{budget:g}min" / dataset / "psnr_a2b.png", f"{dataset}, {budget:g} minutes"
+            )
             lines += [f"### {dataset}, {budget:g} minutes", ""] + table(
                 rows, identity_baseline(data, perceptual), args.seeds
             )
+            if curves is not None:
+                lines += [f"![val PSNR A->B against the budget spent]({curves.relative_to(out)})", ""]
     report = out / "ablation.md"
     write_text_atomic(report, "\n".join(lines))
     print(report.read_text())

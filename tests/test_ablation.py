@@ -77,6 +77,8 @@ def test_calibrated_budgets_give_a_table_row_each(tmp_path, monkeypatch):
         identity = dict(zip(header, (c.strip() for c in rows["*input unchanged*"].strip("|").split("|"))))
         assert float(identity["PSNR A->B (dB)"]) == pytest.approx(identity_psnr(tmp_path / "data" / "demo"), abs=0.01)
         assert (out / f"{budget:g}min" / "dusk" / "leaderboard.md").is_file()
+        curves = out / f"{budget:g}min" / "dusk" / "psnr_a2b.png"  # the learning curve against the budget spent
+        assert f"]({curves.relative_to(out)})" in section and Image.open(curves).size[0] > 300
 
     def no_training(*args, **kwargs):
         raise AssertionError("a kept calibration and --skip-done runs must not train again")

@@ -78,8 +78,6 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cyclegan_lightning.checkpoints.atomic import save_png_atomic
-
     series = read_metrics(csv_path)
 
     def known(c):
@@ -120,9 +118,55 @@ def plot_metrics(csv_path: str | os.PathLike, out_path: str | os.PathLike, title
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title or str(Path(csv_path).parent.parent.name), fontsize=11)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: str | os.PathLike) -> Path:
+    """A matplotlib Figure (on the Agg canvas) as a PNG, written atomically; returns its path."""
+    from cyclegan_lightning.checkpoints.atomic import save_png_atomic
+
     fig.tight_layout()
     fig.canvas.draw()
     rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
     out_path = Path(out_path)
     save_png_atomic(rgba[..., :3].permute(2, 0, 1).float() / 255, out_path)
     return out_path
+
+
+def plot_comparison(
+    lines: dict[str, list[tuple[float, float]]],
+    out_path: str | os.PathLike,
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    baseline: float | None = None,
+    baseline_label: str = "input unchanged",
+) -> Path:
+    """One metric of several runs in one panel (``{label: [(x, y), ...]}``; runs whose label shares the part before
+    `` seed`` share a colour), with an optional horizontal baseline; a PNG written atomically; returns it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not any(lines.values()):
+        raise DataError(f"nothing to plot for {out_path}: no run logged {ylabel}")
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colours: dict[str, str] = {}
+    for label, points in lines.items():
+        if not points:
+            continue
+        group = label.split(" seed")[0]
+        xs, ys = zip(*points)
+        (line,) = ax.plot(xs, ys, "-", marker=".", lw=1.3, color=colours.get(group), label=label)
+        colours.setdefault(group, line.get_color())
+    if baseline is not None:
+        ax.axhline(baseline, ls="--", color="black", lw=1.0, label=baseline_label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, out_path)
