@@ -131,6 +131,19 @@ def timing(run: Path) -> dict[str, float]:
     return out
 
 
+def finished(run: Path, epochs: int) -> bool:
+    """Whether ``run`` ended its schedule: its last checkpoint is at the end of the last epoch (a run stopped by a
+    signal also leaves a ``last.ckpt``, mid-schedule)."""
+    if not RunLayout(run).last.is_file():
+        return False
+    try:
+        ckpt = safe_load(RunLayout(run).last)
+    except CycleGANError:
+        return False
+    batches = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return ckpt.get("epoch", -1) + 1 == epochs and bool(batches.get("is_last_batch"))
+
+
 def train_one(label: str, cmd: list[str], run: Path, threads: int) -> bool:
     """One ``train.py`` run with ``threads`` intra-op threads; a failure is logged with its output kept."""
     log.info("%s: %s", label, shlex.join(["python", *cmd]))
@@ -306,7 +319,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--datasets", nargs="+", default=["dusk", "cel"], choices=list(DATASETS))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "ablation")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the offline datasets are built")
-    parser.add_argument("--skip-done", action="store_true", help="keep runs that already have a last.ckpt")
+    parser.add_argument("--skip-done", action="store_true", help="keep runs that already ended their schedule")
+    parser.add_argument(
+        "--no-train", action="store_true", help="train nothing: tabulate the runs that ended their schedule"
+    )
     parser.add_argument("--recalibrate", action="store_true", help="measure every variant's epoch time again")
     parser.add_argument("--calibrate-only", action="store_true", help="stop after the calibrations (quiet machine)")
     parser.add_argument("--override", action="append", default=[], help="extra train.py override for every run")
@@ -339,10 +355,15 @@ def main(argv: list[str] | None = None) -> Path:
             for name, overrides in chosen:
                 for seed in args.seeds:
                     run = run_dir(out, budget, dataset, name, seed)
-                    cmd = train_command(data, overrides, seed, epochs_for(budget, cal[name]), run, args.override)
-                    planned.append((budget, dataset, name, run))
-                    if args.skip_done and RunLayout(run).last.is_file():
+                    epochs = epochs_for(budget, cal[name])
+                    cmd = train_command(data, overrides, seed, epochs, run, args.override)
+                    done = (args.skip_done or args.no_train) and finished(run, epochs)
+                    if done or not args.no_train:
+                        planned.append((budget, dataset, name, run))
+                    if done:
                         log.info("[%gmin %s] %s seed %d: done already, kept", budget, dataset, name, seed)
+                    elif args.no_train:
+                        log.info("[%gmin %s] %s seed %d: not finished, left out", budget, dataset, name, seed)
                     else:
                         todo.append((f"[{budget:g}min {dataset}] {name} seed {seed}", cmd, run))
     start = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -85,6 +85,10 @@ def test_calibrated_budgets_give_a_table_row_each(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ablation, "train_one", no_training)
     assert ablation.main(argv + ["--skip-done"]).read_text().count("| cyclegan | 1/1") == 2
+    # --no-train tabulates what ended its schedule: seed 1 never ran, so each row holds one run of two
+    assert ablation.main(argv + ["--no-train", "--seeds", "0", "1"]).read_text().count("| cyclegan | 1/2") == 2
+    run, epochs = ablation.run_dir(out, 0.06, "dusk", "cyclegan", 0), ablation.epochs_for(0.06, cal)
+    assert ablation.finished(run, epochs) and not ablation.finished(run, epochs + 1)  # a shorter run is not done
 
 
 def identity_psnr(root: Path) -> float:
